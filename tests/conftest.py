@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny synthetic log and one tiny trained system, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import tfrs_youtube  # noqa: F401  (selects Keras 2 before anything imports Keras)
+
+REPO = Path(__file__).resolve().parents[1]
+MOVIELENS_100K = Path(os.environ.get("TFRS_YOUTUBE_MOVIELENS_100K", REPO.parent / "shared/data/movielens/ml-100k"))
+
+
+@pytest.fixture(scope="session")
+def tiny_log():
+    from tfrs_youtube.data.synthetic import SyntheticConfig, generate
+
+    return generate(SyntheticConfig.tiny(seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_system(tiny_log):
+    from tfrs_youtube.training import TrainConfig, train_two_stage
+
+    config = TrainConfig(candidate_epochs=2, ranker_epochs=1, batch_size=256)
+    config.serving.num_candidates = 100
+    return train_two_stage(tiny_log, config, verbose=0)
+
+
+@pytest.fixture(scope="session")
+def exported_model(tiny_system, tmp_path_factory):
+    from tfrs_youtube.export import export_saved_model
+
+    base = tmp_path_factory.mktemp("saved_models")
+    path = export_saved_model(tiny_system.recommender, str(base), "tiny", tiny_system.recommender.signatures(),
+                              metadata={"evaluation": tiny_system.report})
+    return path

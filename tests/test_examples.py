@@ -1,0 +1,99 @@
+"""Label and context selection: no example sees its future; held-out watches are each user's latest."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfrs_youtube.data.examples import IMPRESSION_WINDOW_S, NEVER_WATCHED_S, ExampleBuilder, ExampleConfig
+
+
+@pytest.fixture(scope="module")
+def builder(tiny_log):
+    return ExampleBuilder(tiny_log, ExampleConfig(max_examples_per_user=None))
+
+
+def _watch_times(log):
+    return {(u, v): t for u, v, t in zip(log.watches.user_id, log.watches.video_id, log.watches.time)}
+
+
+def test_histories_only_hold_events_strictly_before_the_label(builder, tiny_log):
+    watches = tiny_log.watches
+    by_user = {u: g.sort_values("time", kind="stable") for u, g in watches.groupby("user_id")}
+    searches = {u: g for u, g in tiny_log.searches.groupby("user_id")}
+    examples = builder.retrieval_examples("train")
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(examples["user_id"]), 300, replace=False):
+        user, t = examples["user_id"][i], int(examples["time"][i])
+        past = by_user[user][by_user[user].time < t]
+        expected = list(past.video_id[::-1][:50])
+        history = [v for v in examples["watch_history"][i] if v]
+        # Exactly the last 50 watches before t, most recent first (ties in any order).
+        assert sorted(history) == sorted(expected)
+        ages = examples["watch_ages_s"][i][: len(history)]
+        assert (ages > 0).all(), "a history watch at or after the label time leaked in"
+        user_searches = searches.get(user)
+        tokens = [tok for tok in examples["search_tokens"][i] if tok]
+        if user_searches is not None:
+            allowed = set(" ".join(user_searches[user_searches.time < t]["query"]).split())
+            assert set(tokens) <= allowed
+        else:
+            assert tokens == []
+
+
+def test_time_split_holds_out_each_users_latest_watches(builder, tiny_log):
+    split = builder.watch_split()
+    frame = tiny_log.watches.assign(split=split, order=np.arange(len(split)))
+    for _, group in frame.groupby("user_id"):
+        group = group.sort_values(["time", "order"], kind="stable")
+        assert list(group.split.iloc[-2:]) == ["validation", "test"]
+        assert (group.split.iloc[:-2] == "train").all()
+    test = builder.retrieval_examples("test")
+    assert len(test["user_id"]) == tiny_log.users.shape[0]
+    assert (test["example_age_s"] == 0).all()
+
+
+def test_cap_limits_examples_per_user_and_is_seeded(tiny_log):
+    capped = ExampleBuilder(tiny_log, ExampleConfig(max_examples_per_user=5, seed=3)).retrieval_examples("train")
+    counts = pd.Series(capped["user_id"]).value_counts()
+    assert counts.max() == 5
+    again = ExampleBuilder(tiny_log, ExampleConfig(max_examples_per_user=5, seed=3)).retrieval_examples("train")
+    np.testing.assert_array_equal(capped["video_id"], again["video_id"])
+    other = ExampleBuilder(tiny_log, ExampleConfig(max_examples_per_user=5, seed=4)).retrieval_examples("train")
+    assert not np.array_equal(capped["time"], other["time"])
+
+
+def test_example_age_is_measured_from_the_training_window_end(builder):
+    train = builder.retrieval_examples("train")
+    end = builder.train_window_end()
+    np.testing.assert_allclose(train["example_age_s"], end - train["time"])
+    assert train["example_age_s"].min() >= 0
+
+
+def test_ranking_features_use_only_the_past(builder, tiny_log):
+    impressions = tiny_log.impressions.reset_index(drop=True)
+    features = builder.ranking_examples()
+    topic = dict(zip(tiny_log.videos.video_id, tiny_log.videos.topic))
+    upload = dict(zip(tiny_log.videos.video_id, tiny_log.videos.upload_time))
+    rng = np.random.default_rng(1)
+    for i in rng.choice(len(impressions), 200, replace=False):
+        row = impressions.iloc[i]
+        t = row.time
+        history = [v for v in features["watch_history"][i] if v]
+        ages = features["watch_ages_s"][i][: len(history)]
+        same = [a for v, a in zip(history, ages) if topic[v] == topic[row.video_id]]
+        assert features["time_since_topic_watch_s"][i] == (min(same) if same else NEVER_WATCHED_S)
+        shown = impressions[(impressions.user_id == row.user_id) & (impressions.video_id == row.video_id)]
+        expected = ((shown.time < t) & (shown.time >= t - IMPRESSION_WINDOW_S)).sum()
+        assert features["previous_impressions"][i] == expected
+        assert features["video_age_s"][i] == t - upload[row.video_id]
+        assert features["clicked"][i] == row.clicked
+
+
+def test_requests_carry_the_context_of_a_moment(builder, tiny_log):
+    users = np.array([0, 1, 2])
+    times = np.array([int(tiny_log.watches.time.max())] * 3)
+    request = builder.requests(users, times)
+    assert set(request) == {"watch_history", "watch_ages_s", "search_tokens", "impression_history",
+                            "impression_ages_s", "country", "language", "gender", "device", "age", "request_time"}
+    shown = request["impression_history"] != ""
+    assert (request["impression_ages_s"][shown] > 0).all()

@@ -1,0 +1,180 @@
+"""Candidate generation (paper section 3): next-watch prediction as extreme classification.
+
+The user tower turns a user's context (averaged watch and search embeddings, geography,
+demographics, example age) into a vector u; the probability of watching video j is a softmax
+over u·v_j for every video. Training samples the softmax: the other positives of the batch and
+extra negatives drawn from the background distribution Q are the negatives, and every logit is
+corrected by -log Q so the sampled loss estimates the full one (Yi et al. 2019).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_youtube.features.embeddings import FeatureEmbeddings
+
+# Figure 6's tower shapes, as multiples of the output width d (the last layer is d).
+DEPTH_PRESETS = {0: (), 1: (1,), 2: (2, 1), 3: (4, 2, 1), 4: (8, 4, 2, 1)}
+
+
+@dataclasses.dataclass
+class CandidateConfig:
+    """The candidate generator's settings.
+
+    Args:
+      depth: tower preset of Figure 6 (0: linear to d; 1: d ReLU; 2: 2d->d; 3: 4d->2d->d; ...).
+      num_sampled_negatives: extra negatives per batch, drawn from the background distribution.
+      log_q_correction: subtract log Q from every logit (the sampling-bias correction).
+      l2_normalize: unit-length user and video vectors (cosine scores), divided by temperature.
+      temperature: softmax temperature for normalised vectors.
+      use_*: switch an input group of the user tower off.
+      learning_rate: Adam's.
+    """
+
+    depth: int = 2
+    num_sampled_negatives: int = 256
+    log_q_correction: bool = True
+    l2_normalize: bool = True
+    temperature: float = 0.1
+    use_watches: bool = True
+    use_searches: bool = True
+    use_geography: bool = True
+    use_demographics: bool = True
+    use_example_age: bool = True
+    learning_rate: float = 0.005
+    seed: int = 0
+
+
+def background_probabilities(video_vocabulary: list[str], labels: np.ndarray) -> np.ndarray:
+    """Q over the video table's indices (0 = out of vocabulary): label frequency, add-one smoothed.
+
+    Smoothing keeps log Q finite for videos never seen as a label, which can still be sampled.
+    """
+    index = {v: i + 1 for i, v in enumerate(video_vocabulary)}
+    counts = np.ones(len(video_vocabulary) + 1, np.float64)
+    counts[0] = 0.0
+    known = np.fromiter((index.get(v, 0) for v in labels), np.int64, len(labels))
+    np.add.at(counts, known[known > 0], 1.0)
+    return (counts / counts.sum()).astype(np.float32)
+
+
+class UserTower(tf.keras.Model):
+    """Figure 3's user tower: concatenated context features through a ReLU stack to d.
+
+    Args:
+      embeddings: the shared `FeatureEmbeddings`.
+      config: a `CandidateConfig`.
+    """
+
+    def __init__(self, embeddings: FeatureEmbeddings, config: CandidateConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.embeddings = embeddings
+        self.config = config
+        d = embeddings.config.video_dim
+        init = lambda i: tf.keras.initializers.GlorotUniform(seed=config.seed + 100 + i)  # noqa: E731
+        widths = DEPTH_PRESETS[config.depth]
+        layers = [tf.keras.layers.Dense(m * d, activation="relu", kernel_initializer=init(i))
+                  for i, m in enumerate(widths[:-1])]
+        # The last layer is linear for depth 0 and ReLU otherwise, as in the paper's towers.
+        last_activation = "relu" if widths else None
+        layers.append(tf.keras.layers.Dense(d, activation=last_activation, kernel_initializer=init(len(widths))))
+        self.tower = tf.keras.Sequential(layers, name="tower")
+
+    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        c, e = self.config, self.embeddings
+        parts = []
+        if c.use_watches:
+            parts.append(e.video.mean(features["watch_history"]))
+        if c.use_searches:
+            parts.append(e.token.mean(features["search_tokens"]))
+        if c.use_geography:
+            parts += [e.categorical["country"](features["country"]), e.categorical["language"](features["language"])]
+        if c.use_demographics:
+            parts += [
+                e.categorical["gender"](features["gender"]),
+                e.categorical["device"](features["device"]),
+                e.normalized("age", features["age"]),
+            ]
+        if c.use_example_age:
+            parts.append(e.normalized("example_age_s", features["example_age_s"]))
+        if not parts:
+            raise ValueError("CandidateConfig switches every input group off")
+        vector = self.tower(tf.concat(parts, axis=-1))
+        return tf.math.l2_normalize(vector, axis=-1) if c.l2_normalize else vector
+
+
+class CandidateGenerator(tfrs.Model):
+    """The candidate generation network, trained with a log-Q-corrected sampled softmax.
+
+    Args:
+      config: a `CandidateConfig`.
+      embeddings: the shared `FeatureEmbeddings` (its video table gives the candidates).
+      sampling_probabilities: Q over the video table's indices (see `background_probabilities`).
+      topk_metrics: when True, validation reports factorized top-K accuracy over the corpus.
+    """
+
+    def __init__(self, config: CandidateConfig, embeddings: FeatureEmbeddings,
+                 sampling_probabilities: np.ndarray, topk_metrics: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.embeddings = embeddings
+        self.user_tower = UserTower(embeddings, config, name="user_tower")
+        q = np.asarray(sampling_probabilities, np.float32)
+        if q.shape != (embeddings.video.vocabulary_size + 1,):
+            raise ValueError(f"sampling_probabilities must have {embeddings.video.vocabulary_size + 1} entries")
+        self.log_q = tf.constant(np.log(np.maximum(q, 1e-12)), tf.float32)
+        self.topk = None
+        if topk_metrics:
+            # Streams the current video vectors at every evaluation, so the metric follows training.
+            ids = tf.data.Dataset.from_tensor_slices(tf.constant(embeddings.video.vocabulary)).batch(4096)
+            candidates = tfrs.layers.factorized_top_k.Streaming(k=100).index_from_dataset(
+                ids.map(lambda i: (self.embeddings.video.indices(i), self.video_vectors(i)))
+            )
+            self.topk = tfrs.metrics.FactorizedTopK(candidates=candidates, ks=(10, 50, 100), name="factorized_top_k")
+        self.task = tfrs.tasks.Retrieval(
+            temperature=config.temperature if config.l2_normalize else None,
+            remove_accidental_hits=True,
+        )
+
+    def video_vectors(self, video_ids: tf.Tensor) -> tf.Tensor:
+        """Candidate vectors v_j: rows of the shared video table (unit length if normalised)."""
+        v = self.embeddings.video(video_ids)
+        return tf.math.l2_normalize(v, axis=-1) if self.config.l2_normalize else v
+
+    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self.user_tower(features)
+
+    def train_step(self, inputs):
+        # Top-K accuracy is only computed in evaluation; keep its idle zeros out of the progress bar.
+        logs = super().train_step(inputs)
+        return {k: v for k, v in logs.items() if not k.startswith(self.topk.name)} if self.topk else logs
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        query = self.user_tower(features)
+        positive_index = self.embeddings.video.indices(features["video_id"])
+        candidate_index = positive_index
+        if self.config.num_sampled_negatives > 0:
+            # Extra negatives from the background distribution Q, shared by the whole batch.
+            sampled = tf.random.categorical(self.log_q[None, :], self.config.num_sampled_negatives,
+                                            dtype=tf.int64)[0]
+            candidate_index = tf.concat([positive_index, sampled], axis=0)
+        candidates = self.embeddings.video.embedding(candidate_index)
+        if self.config.l2_normalize:
+            candidates = tf.math.l2_normalize(candidates, axis=-1)
+        # Positives and sampled negatives both enter the batch in proportion to Q, so one
+        # correction, -log Q_j, applies to every candidate column.
+        q = tf.exp(tf.gather(self.log_q, candidate_index)) if self.config.log_q_correction else None
+        if not training and self.topk is not None:
+            # Scored against the whole corpus, for the positives only (not the sampled negatives).
+            self.topk.update_state(query, candidates[: tf.shape(query)[0]], true_candidate_ids=positive_index)
+        return self.task(
+            query,
+            candidates,
+            candidate_sampling_probability=q,
+            candidate_ids=candidate_index,
+            compute_metrics=False,
+        )

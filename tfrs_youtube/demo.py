@@ -1,0 +1,156 @@
+"""The main job: synthetic log -> both stages -> one SavedModel -> answers from a fresh process.
+
+It shows the whole system working on data with a known structure: the figures on held-out
+later events beside chance and most-popular, then the top-10 of three users, served by the
+exported model in a new Python process, next to the topics they recently watched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+from tfrs_youtube.data.examples import ExampleConfig
+from tfrs_youtube.data.synthetic import SyntheticConfig, generate
+from tfrs_youtube.export import export_saved_model
+from tfrs_youtube.training import TrainConfig, TrainedSystem, train_two_stage
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Sizes of the demo; the defaults take a few minutes on 2 CPU cores."""
+
+    synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
+    # One cut in time for both stages: nothing after it trains either (see ExampleConfig.split).
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(examples=ExampleConfig(split="time")))
+    datasets_dir: str = "datasets"
+    saved_models_dir: str = "saved_models"
+    model_name: str = "demo"
+    num_shown_users: int = 3
+
+
+def _format_table(report: dict) -> str:
+    lines = ["", "Retrieval on each user's held-out next watch (full corpus, watched videos excluded):",
+             f"  {'system':<14}{'HR@10':>8}{'HR@50':>8}{'HR@100':>8}{'NDCG@10':>9}"]
+    for name, m in report["retrieval"].items():
+        lines.append(f"  {name:<14}{m['HR@10']:>8.3f}{m['HR@50']:>8.3f}{m['HR@100']:>8.3f}{m['NDCG@10']:>9.3f}")
+    if "ranking" in report:
+        lines += ["", "Ranking of held-out later impressions:",
+                  f"  {'system':<14}{'AUC':>8}{'weighted per-user loss':>25}"]
+        for name in ("tfrs_youtube", "most_popular", "random"):
+            m = report["ranking"][name]
+            lines.append(f"  {name:<14}{m['auc']:>8.3f}{m['weighted_per_user_loss']:>25.3f}")
+        lines.append(f"  mean exp(logit) {report['ranking']['mean_expected_watch_time_s']:.1f} s vs mean observed "
+                     f"watch time per impression {report['ranking']['mean_observed_watch_time_s']:.1f} s")
+    two = report["two_stage"]
+    k = [key for key in two if key.startswith("HR@")][0]
+    lines += ["", f"Served top-{k[3:]} (ScaNN top-N -> ranker) on the held-out next watch: {k} {two[k]:.3f} "
+                  f"(most popular {two['most_popular_' + k]:.3f})"]
+    return "\n".join(lines)
+
+
+def serve_in_fresh_process(model_dir: str, request: dict) -> dict:
+    """Runs `tfrs-youtube recommend` in a new Python process and returns its JSON answer."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(request, f)
+        path = f.name
+    try:
+        out = subprocess.run([sys.executable, "-m", "tfrs_youtube", "recommend", "--model", model_dir,
+                              "--request", path], check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"the fresh serving process failed:\n{err.stderr[-3000:]}") from err
+    finally:
+        os.unlink(path)
+    return json.loads(out.stdout)
+
+
+def request_body(requests: dict[str, np.ndarray], rows: np.ndarray) -> dict:
+    """TF Serving's row format for the given rows of a request batch (histories without padding)."""
+    instances = []
+    for i in rows:
+        inst = {}
+        for name, values in requests.items():
+            v = values[i]
+            if np.ndim(v) == 1:
+                keep = requests["watch_history"][i] != "" if name == "watch_ages_s" else (
+                    requests["impression_history"][i] != "" if name == "impression_ages_s" else v != "")
+                v = v[keep]
+                inst[name] = [x.item() if hasattr(x, "item") else x for x in v]
+            else:
+                inst[name] = v.item() if hasattr(v, "item") else v
+        instances.append(inst)
+    return {"instances": instances}
+
+
+def show_recommendations(system: TrainedSystem, model_dir: str, num_users: int, out=print) -> dict:
+    """Top-10 of a few test users from the exported model, next to their recent watches' topics."""
+    log, builder = system.builder.log, system.builder
+    test = builder.retrieval_examples("test")
+    rng = np.random.default_rng(system.config.seed)
+    active = np.flatnonzero((test["watch_history"] != "").sum(axis=1) >= 10)
+    rows = rng.choice(active if len(active) >= num_users else np.arange(len(test["user_id"])),
+                      num_users, replace=False)
+    users = builder.user_codes.get_indexer(test["user_id"][rows])
+    requests = builder.requests(users, test["time"][rows].astype(np.int64))
+    body = request_body(requests, np.arange(num_users))
+    answer = serve_in_fresh_process(model_dir, body)
+    topic = dict(zip(log.videos["video_id"], log.videos["topic"]))
+    for j, prediction in enumerate(answer["predictions"]):
+        recent = [topic[v] for v in requests["watch_history"][j][:10] if v]
+        counts = pd.Series(recent).value_counts()
+        out(f"\nuser {test['user_id'][rows[j]]} ({requests['country'][j]}, {requests['language'][j]}); "
+            f"topics of the last {len(recent)} watches: " + ", ".join(f"{t} x{c}" for t, c in counts.items()))
+        out(f"  {'#':>3}  {'video':<12}{'topic':<14}{'expected watch s':>18}")
+        for rank, (vid, wt) in enumerate(zip(prediction["video_ids"], prediction["expected_watch_time_s"]), 1):
+            out(f"  {rank:>3}  {vid:<12}{topic.get(vid, '?'):<14}{wt:>18.1f}")
+        out(f"  held-out next watch: {test['video_id'][rows[j]]} ({topic[test['video_id'][rows[j]]]})")
+    return answer
+
+
+def run_demo(config: DemoConfig | None = None, out=print) -> dict:
+    """Runs the whole demo; returns the report (figures, export path, served answer)."""
+    config = config or DemoConfig()
+    started = time.perf_counter()
+    out(f"generating the synthetic event log ({config.synthetic.num_users} users, "
+        f"{config.synthetic.num_videos} videos, seed {config.synthetic.seed})")
+    log = generate(config.synthetic)
+    data_dir = os.path.join(config.datasets_dir, "synthetic")
+    log.to_csv(data_dir)
+    out(f"  {len(log.watches)} watches, {len(log.searches)} searches, {len(log.impressions)} impressions "
+        f"-> {data_dir}/")
+    system = train_two_stage(log, config.train)
+    report = system.report
+    out(_format_table(report))
+
+    metadata = {"config": config.train.to_dict(), "synthetic": dataclasses.asdict(config.synthetic),
+                "corpus_size": len(log.videos), "evaluation": report, "versions": _library_versions()}
+    warmup = [{k: v[:1] for k, v in system.builder.requests(np.array([0]), np.array([int(log.watches["time"].max())]
+                                                                                      )).items()}]
+    model_dir = export_saved_model(system.recommender, config.saved_models_dir, config.model_name,
+                                   system.recommender.signatures(), metadata=metadata, warmup_requests=warmup)
+    out(f"\nexported the two-stage SavedModel to {model_dir}")
+    out("serving three users from a fresh Python process (tfrs-youtube recommend):")
+    answer = show_recommendations(system, model_dir, config.num_shown_users, out=out)
+    out(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    return {"report": report, "model_dir": model_dir, "answer": answer}
+
+
+def _library_versions() -> dict:
+    import scann  # noqa: F401
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+
+    import tfrs_youtube
+    from importlib.metadata import version
+
+    return {"tfrs_youtube": tfrs_youtube.__version__, "tensorflow": tf.__version__,
+            "tensorflow_recommenders": tfrs.__version__, "scann": version("scann"), "pandas": pd.__version__}

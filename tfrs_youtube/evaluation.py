@@ -1,0 +1,125 @@
+"""Offline evaluation of both stages.
+
+Retrieval is scored the way it is served: each held-out target is ranked against the full
+corpus, with the videos the user already watched excluded (they would be filtered at serving).
+With one target per user, HR@K equals Recall@K. Ranking is scored on held-out impressions by
+AUC and by the paper's weighted per-user loss (the share of watch time the ranking mispredicts).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+DEFAULT_KS = (10, 50, 100)
+
+
+def target_ranks(scores_fn, num_queries: int, item_ids: np.ndarray, targets: np.ndarray,
+                 exclude: np.ndarray | None = None, chunk: int = 1024) -> np.ndarray:
+    """0-based rank of each target among all items (np.inf when the target is not in the corpus).
+
+    Args:
+      scores_fn: (start, stop) -> [stop-start, num_items] scores of queries start..stop.
+      item_ids: the corpus ids, aligned with the score columns.
+      targets: one target id per query.
+      exclude: [num_queries, L] ids to drop from the ranking (padding ""), e.g. the history.
+    """
+    column = pd.Index(item_ids)
+    target_col = column.get_indexer(targets)
+    exclude_col = None if exclude is None else column.get_indexer(np.asarray(exclude).ravel()).reshape(
+        np.shape(exclude))
+    ranks = np.full(num_queries, np.inf)
+    for start in range(0, num_queries, chunk):
+        stop = min(start + chunk, num_queries)
+        scores = np.array(scores_fn(start, stop), dtype=np.float32, copy=True)
+        rows = np.arange(stop - start)
+        tcol = target_col[start:stop]
+        valid = tcol >= 0
+        target_score = np.where(valid, scores[rows, np.maximum(tcol, 0)], np.inf)
+        if exclude_col is not None:
+            ex = exclude_col[start:stop]
+            r, c = np.nonzero(ex >= 0)
+            cols = ex[r, c]
+            keep = cols != tcol[r]  # a re-watched target stays rankable
+            scores[r[keep], cols[keep]] = -np.inf
+        # Ties count against the target, so a constant scorer cannot look good.
+        better = (scores >= target_score[:, None]).sum(axis=1) - 1
+        ranks[start:stop] = np.where(valid, better, np.inf)
+    return ranks
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, float]:
+    """HR@K, NDCG@K and MAP@K for single-target queries, from 0-based ranks."""
+    out = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0).mean())
+        out[f"MAP@{k}"] = float(np.where(hit, 1.0 / (np.minimum(ranks, k) + 1.0), 0.0).mean())
+    return out
+
+
+def evaluate_retrieval(user_vectors: np.ndarray, item_vectors: np.ndarray, item_ids: np.ndarray,
+                       targets: np.ndarray, exclude: np.ndarray | None = None, ks=DEFAULT_KS) -> dict[str, float]:
+    """Full-corpus, exact dot-product retrieval metrics."""
+    items = tf.constant(item_vectors, tf.float32)
+    users = np.asarray(user_vectors, np.float32)
+
+    def scores(start, stop):
+        return tf.linalg.matmul(users[start:stop], items, transpose_b=True).numpy()
+
+    return metrics_from_ranks(target_ranks(scores, len(users), item_ids, targets, exclude), ks)
+
+
+def evaluate_popularity(item_ids: np.ndarray, train_labels: np.ndarray, targets: np.ndarray,
+                        exclude: np.ndarray | None = None, ks=DEFAULT_KS) -> dict[str, float]:
+    """The most-popular baseline: every user gets the items most often watched in training."""
+    counts = pd.Series(train_labels).value_counts()
+    popularity = counts.reindex(item_ids).fillna(0).to_numpy(np.float32)
+    # A tiny deterministic tie-break so equal counts do not all tie with the target.
+    popularity = popularity + np.linspace(0, 1e-3, len(item_ids), dtype=np.float32)[::-1]
+    return metrics_from_ranks(
+        target_ranks(lambda a, b: np.broadcast_to(popularity, (b - a, len(item_ids))), len(targets),
+                     item_ids, targets, exclude), ks)
+
+
+def evaluate_random(item_ids: np.ndarray, targets: np.ndarray, exclude: np.ndarray | None = None,
+                    ks=DEFAULT_KS, seed: int = 0) -> dict[str, float]:
+    """Chance: uniformly random scores."""
+    rng = np.random.default_rng(seed)
+    return metrics_from_ranks(
+        target_ranks(lambda a, b: rng.random((b - a, len(item_ids)), dtype=np.float32), len(targets),
+                     item_ids, targets, exclude), ks)
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count one half)."""
+    labels = np.asarray(labels) > 0
+    ranks = pd.Series(np.asarray(scores, np.float64)).rank(method="average").to_numpy()
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def weighted_per_user_loss(pages: np.ndarray, clicked: np.ndarray, watch_time_s: np.ndarray,
+                           scores: np.ndarray) -> float:
+    """The paper's ranking metric: mispredicted watch time over total watch time.
+
+    Within each page (one user's impressions at one request), every pair of a clicked and an
+    unclicked impression where the unclicked one scores higher counts the clicked one's watch
+    time as mispredicted (once per such pair, as the paper defines it per pair).
+    """
+    frame = pd.DataFrame({"page": pages, "clicked": np.asarray(clicked) > 0,
+                          "watch": np.asarray(watch_time_s, np.float64), "score": scores})
+    mispredicted = total = 0.0
+    for _, page in frame.groupby("page", sort=False):
+        pos, neg = page[page.clicked], page[~page.clicked]
+        if len(pos) == 0 or len(neg) == 0:
+            continue
+        # Pairs (clicked i, unclicked j) with score_j > score_i.
+        worse = (neg.score.to_numpy()[None, :] > pos.score.to_numpy()[:, None]).sum(axis=1)
+        mispredicted += float((pos.watch.to_numpy() * worse).sum())
+        total += float(pos.watch.to_numpy().sum() * len(neg))
+    return mispredicted / total if total > 0 else float("nan")

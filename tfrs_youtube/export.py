@@ -1,0 +1,91 @@
+"""Export to TF Serving's layout: `<base>/<name>/<version>/`, atomically, never over a version.
+
+A version is written to a temporary directory beside its final place and renamed into it, so a
+server watching the base directory never sees half a model, and an existing version is never
+touched. Each version carries a metadata file and TF Serving warmup requests under
+`assets.extra/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+METADATA_FILE = "tfrs_youtube.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def versions(model_dir: str) -> list[int]:
+    """The integer versions present under a model directory, ascending."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(model_dir) if d.isdigit())
+
+
+def latest_version_dir(model_dir: str) -> str:
+    """The newest version's directory (what TF Serving would serve by default)."""
+    found = versions(model_dir)
+    if not found:
+        raise FileNotFoundError(f"no integer version directories under {model_dir}")
+    return os.path.join(model_dir, str(found[-1]))
+
+
+def write_warmup_requests(path: str, requests: list[dict[str, np.ndarray]], model_name: str,
+                          signature: str = "serving_default") -> None:
+    """A TFRecord of `PredictionLog`s that TF Serving replays at load to warm the model up."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    with tf.io.TFRecordWriter(path) as writer:
+        for request in requests:
+            predict = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+            for key, value in request.items():
+                predict.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=predict))
+            writer.write(log.SerializeToString())
+
+
+def export_saved_model(module: tf.Module, base_dir: str, name: str, signatures: dict,
+                       metadata: dict | None = None, warmup_requests: list[dict] | None = None,
+                       custom_op_namespaces: tuple[str, ...] = ("Scann",)) -> str:
+    """Saves `module` as the next version of `<base_dir>/<name>`; returns the version directory."""
+    model_dir = os.path.join(base_dir, name)
+    os.makedirs(model_dir, exist_ok=True)
+    tmp = os.path.join(model_dir, f".tmp-{uuid.uuid4().hex}")
+    try:
+        options = tf.saved_model.SaveOptions(namespace_whitelist=list(custom_op_namespaces))
+        # Keras warns about every subclassed layer it cannot re-create from config; the export
+        # is a graph with signatures, which needs no such re-creation, so the warnings are noise.
+        level = tf.get_logger().level
+        tf.get_logger().setLevel("ERROR")
+        try:
+            tf.saved_model.save(module, tmp, signatures=signatures, options=options)
+        finally:
+            tf.get_logger().setLevel(level)
+        extra = os.path.join(tmp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        if warmup_requests:
+            write_warmup_requests(os.path.join(extra, WARMUP_FILE), warmup_requests, name)
+        with open(os.path.join(extra, METADATA_FILE), "w") as f:
+            json.dump(metadata or {}, f, indent=2, sort_keys=True, default=str)
+        # Claim the next version number; os.rename fails rather than replace a directory that
+        # another exporter created in the meantime, so retry with the following number.
+        for _ in range(100):
+            version = (versions(model_dir) or [0])[-1] + 1
+            target = os.path.join(model_dir, str(version))
+            try:
+                os.rename(tmp, target)
+                return target
+            except OSError:
+                if not os.path.exists(target):
+                    raise
+        raise RuntimeError(f"could not claim a version directory under {model_dir}")
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

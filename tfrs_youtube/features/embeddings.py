@@ -1,0 +1,180 @@
+"""The feature embeddings shared by candidate generation and ranking.
+
+The paper's two networks read the same ids: a video watched in the history, a video shown as an
+impression and a video scored as a retrieval candidate are one row of one table. Sharing the
+layer objects (not copies) lets the ranker start from what candidate generation learned.
+Out-of-vocabulary ids, and the "" that pads histories, embed to zero, as in the paper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_youtube.features.quantile import QuantileNormalization
+
+CATEGORICAL = ("country", "language", "gender", "device")
+CONTINUOUS = ("age", "example_age_s", "time_since_topic_watch_s", "previous_impressions", "video_age_s",
+              "retrieval_score")
+
+
+def categorical_dim(vocabulary_size: int) -> int:
+    """Embedding width for a categorical feature: grows with log(vocabulary size) (paper 4.1)."""
+    return int(min(32, max(2, math.ceil(2 * math.log2(vocabulary_size + 1)))))
+
+
+def _vocabulary(values: Iterable[str]) -> list[str]:
+    # Sorted for determinism; "" is padding and must stay out of vocabulary (it embeds to zero).
+    return sorted({str(v) for v in values} - {""})
+
+
+class IdEmbedding(tf.keras.layers.Layer):
+    """A string lookup and an embedding table where unknown ids (and "") embed to zero.
+
+    Args:
+      vocabulary: the known ids.
+      dim: embedding width.
+      seed: initialiser seed.
+    """
+
+    def __init__(self, vocabulary: list[str], dim: int, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary = list(vocabulary)
+        self.dim = int(dim)
+        self.seed = int(seed)
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=self.vocabulary, mask_token=None, num_oov_indices=1)
+        self.embedding = tf.keras.layers.Embedding(
+            len(self.vocabulary) + 1,
+            self.dim,
+            embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(self.dim), seed=seed),
+        )
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self.vocabulary)
+
+    def indices(self, ids: tf.Tensor) -> tf.Tensor:
+        """0 for unknown ids and padding; 1..V for known ids."""
+        return self.lookup(ids)
+
+    def call(self, ids: tf.Tensor) -> tf.Tensor:
+        index = self.lookup(ids)
+        known = tf.cast(index > 0, tf.float32)[..., None]
+        return self.embedding(index) * known
+
+    def mean(self, ids: tf.Tensor) -> tf.Tensor:
+        """Mean of the known ids' embeddings along the last axis (zero when none is known)."""
+        index = self.lookup(ids)
+        known = tf.cast(index > 0, tf.float32)[..., None]
+        total = tf.reduce_sum(self.embedding(index) * known, axis=-2)
+        return total / tf.maximum(tf.reduce_sum(known, axis=-2), 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocabulary=self.vocabulary, dim=self.dim, seed=self.seed)
+        return config
+
+
+@dataclasses.dataclass
+class EmbeddingConfig:
+    """Widths of the shared tables.
+
+    Args:
+      video_dim: width of the video table; also the candidate generator's output width d.
+      token_dim: width of the search-token table.
+      num_quantiles: resolution of the continuous features' CDF.
+      powers: feed x̃² and √x̃ beside x̃ (the paper's setting).
+      seed: initialiser seed.
+    """
+
+    video_dim: int = 64
+    token_dim: int = 64
+    num_quantiles: int = 100
+    powers: bool = True
+    seed: int = 0
+
+
+class FeatureEmbeddings(tf.keras.layers.Layer):
+    """Every vocabulary lookup and embedding table of the system, built once from the data.
+
+    One video table (history, impression, retrieval candidate), one token table, one table per
+    categorical feature (a single language table serves user and video language), and a
+    quantile normaliser per continuous feature. Both models receive this same object.
+
+    Args:
+      vocabularies: "video", "token" and each name in `CATEGORICAL` -> known values.
+      quantiles: continuous feature name -> its stored quantiles (from `adapt_continuous`).
+      config: an `EmbeddingConfig`.
+    """
+
+    def __init__(self, vocabularies: dict[str, list[str]], config: EmbeddingConfig | dict | None = None,
+                 quantiles: dict[str, list[float]] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = EmbeddingConfig(**config)
+        self.config = config or EmbeddingConfig()
+        self.vocabularies = {k: list(v) for k, v in vocabularies.items()}
+        c = self.config
+        self.video = IdEmbedding(self.vocabularies["video"], c.video_dim, seed=c.seed, name="video")
+        self.token = IdEmbedding(self.vocabularies["token"], c.token_dim, seed=c.seed + 1, name="token")
+        self.categorical = {
+            name: IdEmbedding(
+                self.vocabularies[name], categorical_dim(len(self.vocabularies[name])), seed=c.seed + 2 + i, name=name
+            )
+            for i, name in enumerate(CATEGORICAL)
+        }
+        quantiles = quantiles or {}
+        self.continuous = {
+            name: QuantileNormalization(c.num_quantiles, c.powers, quantiles=quantiles.get(name), name=name)
+            for name in CONTINUOUS
+        }
+        # Create every table now, under this layer's own names, rather than inside whichever
+        # model first calls it (the variables belong to neither model: they are shared).
+        with tf.name_scope(self.name):
+            for table in [self.video, self.token, *self.categorical.values()]:
+                table(tf.constant([""]))
+        self.built = True
+
+    @classmethod
+    def from_examples(cls, log, config: EmbeddingConfig | None = None, **continuous_values) -> "FeatureEmbeddings":
+        """Vocabularies from the event log; quantiles from the given continuous feature arrays."""
+        tokens = log.searches["query"].str.split().explode().dropna() if len(log.searches) else []
+        vocabularies = {
+            "video": _vocabulary(log.videos["video_id"]),
+            "token": _vocabulary(tokens),
+            "country": _vocabulary(log.users["country"]),
+            # One language table for users and videos (paper 4.1: shared embeddings).
+            "language": _vocabulary(list(log.users["language"]) + list(log.videos["language"])),
+            "gender": _vocabulary(log.users["gender"]),
+            "device": _vocabulary(log.users["device"]),
+        }
+        layer = cls(vocabularies, config)
+        continuous_values.setdefault("age", log.users["age"].to_numpy())
+        layer.adapt_continuous(**continuous_values)
+        return layer
+
+    def adapt_continuous(self, **values) -> None:
+        for name, array in values.items():
+            if name not in self.continuous:
+                raise KeyError(f"unknown continuous feature {name!r} (known: {CONTINUOUS})")
+            self.continuous[name].adapt(array)
+
+    def normalized(self, name: str, x: tf.Tensor) -> tf.Tensor:
+        """[batch, 3] (or [batch, 1]) CDF features of a continuous input."""
+        return self.continuous[name](x)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabularies=self.vocabularies,
+            config=dataclasses.asdict(self.config),
+            quantiles={k: [float(v) for v in layer.quantiles.numpy()] for k, layer in self.continuous.items()},
+        )
+        return config
+
+    def call(self, inputs):  # pragma: no cover - the layer is used through its parts
+        raise NotImplementedError("use .video, .token, .categorical[name] or .normalized(name, x)")

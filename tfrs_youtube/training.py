@@ -1,0 +1,187 @@
+"""Training both stages on one event log, and the figures that say how well they did.
+
+`train_two_stage` is the library's main job: examples from the log, shared embeddings, the
+candidate generator, the ranker, the served chain, and an evaluation of each on held-out later
+events next to the baselines a user would otherwise pick (chance, most popular).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator, background_probabilities
+from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
+from tfrs_youtube.data.schema import EventLog
+from tfrs_youtube.evaluation import (auc, evaluate_popularity, evaluate_random, evaluate_retrieval,
+                                     weighted_per_user_loss)
+from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
+from tfrs_youtube.pipeline import as_tensors, to_dataset
+from tfrs_youtube.ranking import Ranker, RankerConfig
+from tfrs_youtube.serving import ServingConfig, TwoStageRecommender
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that decides a trained system; round-trips through JSON."""
+
+    examples: ExampleConfig = dataclasses.field(default_factory=ExampleConfig)
+    embeddings: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
+    candidate: CandidateConfig = dataclasses.field(default_factory=CandidateConfig)
+    ranker: RankerConfig = dataclasses.field(default_factory=RankerConfig)
+    serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
+    candidate_epochs: int = 5
+    ranker_epochs: int = 3
+    batch_size: int = 512
+    seed: int = 0
+
+    _PARTS = {"examples": ExampleConfig, "embeddings": EmbeddingConfig, "candidate": CandidateConfig,
+              "ranker": RankerConfig, "serving": ServingConfig}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        data = dict(data)
+        for key, part in cls._PARTS.items():
+            if key in data:
+                data[key] = part(**data[key])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+
+@dataclasses.dataclass
+class TrainedSystem:
+    """The trained models, the served chain and the evaluation report."""
+
+    config: TrainConfig
+    builder: ExampleBuilder
+    embeddings: FeatureEmbeddings
+    candidate_generator: CandidateGenerator
+    ranker: Ranker
+    recommender: TwoStageRecommender
+    report: dict
+
+
+def _predict(fn, features: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    n = len(next(iter(features.values())))
+    out = [fn(as_tensors({k: v[i:i + batch_size] for k, v in features.items()})).numpy()
+           for i in range(0, n, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0,))
+
+
+def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: int = 1) -> TrainedSystem:
+    """Trains candidate generation and ranking on `log` and evaluates them on later events."""
+    config = config or TrainConfig()
+    tf.keras.utils.set_random_seed(config.seed)
+    say = print if verbose else (lambda *a, **k: None)
+    builder = ExampleBuilder(log, config.examples)
+    train = builder.retrieval_examples("train")
+    validation = builder.retrieval_examples("validation")
+    test = builder.retrieval_examples("test")
+    rank_train_rows, rank_test_rows = builder.impression_split()
+    rank_train = builder.ranking_examples(rank_train_rows)
+    rank_test = builder.ranking_examples(rank_test_rows)
+    say(f"examples: {len(train['video_id'])} train / {len(validation['video_id'])} validation / "
+        f"{len(test['video_id'])} test watches; {len(rank_train_rows)} train / {len(rank_test_rows)} "
+        "test impressions")
+
+    continuous = {"example_age_s": train["example_age_s"]}
+    if len(rank_train_rows):
+        continuous.update({k: rank_train[k] for k in ("time_since_topic_watch_s", "previous_impressions",
+                                                      "video_age_s")})
+    embeddings = FeatureEmbeddings.from_examples(log, config.embeddings, **continuous)
+    q = background_probabilities(embeddings.video.vocabulary, train["video_id"])
+
+    report: dict = {"dataset": log.name, "users": len(log.users), "videos": len(log.videos)}
+    say("training the candidate generator")
+    candidate = CandidateGenerator(config.candidate, embeddings, q)
+    candidate.compile(optimizer=tf.keras.optimizers.Adam(config.candidate.learning_rate))
+    started = time.perf_counter()
+    candidate.fit(to_dataset(train, config.batch_size, shuffle=True, seed=config.seed),
+                  validation_data=to_dataset(validation, 4096), epochs=config.candidate_epochs,
+                  verbose=verbose)
+    report["candidate_train_s"] = time.perf_counter() - started
+
+    item_ids = np.asarray(embeddings.video.vocabulary, dtype=object)
+    item_vectors = candidate.video_vectors(tf.constant(item_ids.astype(str))).numpy()
+    user_vectors = _predict(candidate.user_tower, test)
+    exclude = test["watch_history"]
+    report["retrieval"] = {
+        "tfrs_youtube": evaluate_retrieval(user_vectors, item_vectors, item_ids, test["video_id"], exclude),
+        "most_popular": evaluate_popularity(item_ids, train["video_id"], test["video_id"], exclude),
+        "random": evaluate_random(item_ids, test["video_id"], exclude, seed=config.seed),
+    }
+
+    # The candidate generator's score of each impression, as of the impression (a request, so
+    # example age 0), is one of the ranker's features (paper 4.1).
+    vectors = dict(zip(item_ids, item_vectors))
+    for examples in (rank_train, rank_test):
+        if len(examples["video_id"]):
+            examples["example_age_s"] = np.zeros(len(examples["video_id"]), np.float32)
+            users = _predict(candidate.user_tower, examples)
+            examples["retrieval_score"] = np.einsum(
+                "ij,ij->i", users, np.stack([vectors[v] for v in examples["video_id"]])).astype(np.float32)
+    if len(rank_train_rows):
+        embeddings.adapt_continuous(retrieval_score=rank_train["retrieval_score"])
+
+    say("training the ranker")
+    ranker = Ranker(config.ranker, embeddings)
+    ranker.compile(optimizer=tf.keras.optimizers.Adam(config.ranker.learning_rate))
+    if len(rank_train_rows):
+        started = time.perf_counter()
+        ranker.fit(to_dataset(rank_train, config.batch_size, shuffle=True, seed=config.seed),
+                   validation_data=to_dataset(rank_test, 4096), epochs=config.ranker_epochs, verbose=verbose)
+        report["ranker_train_s"] = time.perf_counter() - started
+        report["ranking"] = ranking_report(ranker, rank_test, train["video_id"])
+
+    say("building the ScaNN index")
+    recommender = TwoStageRecommender(candidate, ranker, log.videos, config.serving)
+    report["two_stage"] = two_stage_report(recommender, builder, test, train["video_id"], item_ids)
+    return TrainedSystem(config, builder, embeddings, candidate, ranker, recommender, report)
+
+
+def ranking_report(ranker: Ranker, examples: dict[str, np.ndarray], train_labels: np.ndarray) -> dict:
+    """AUC and weighted per-user loss on held-out impressions, beside popularity and chance."""
+    pages = np.char.add(examples["user_id"].astype(str), examples["time"].astype(np.int64).astype(str))
+    clicked, watch = examples["clicked"], examples["watch_time_s"]
+    popularity = {v: c for v, c in zip(*np.unique(train_labels, return_counts=True))}
+    scorers = {
+        "tfrs_youtube": _predict(ranker, examples),
+        "most_popular": np.array([popularity.get(v, 0) for v in examples["video_id"]], np.float64),
+        "random": np.random.default_rng(0).random(len(clicked)),
+    }
+    logits = scorers["tfrs_youtube"]
+    clicked_watch = np.where(clicked > 0, watch, 0.0)
+    return {
+        name: {"auc": auc(clicked, s), "weighted_per_user_loss": weighted_per_user_loss(pages, clicked, watch, s)}
+        for name, s in scorers.items()
+    } | {"mean_expected_watch_time_s": float(np.exp(logits).mean()),
+         "mean_observed_watch_time_s": float(clicked_watch.mean())}
+
+
+def two_stage_report(recommender: TwoStageRecommender, builder: ExampleBuilder, test: dict,
+                     train_labels: np.ndarray, item_ids: np.ndarray) -> dict:
+    """HR@K of the served top-K lists (ScaNN -> ranker) on each user's held-out next watch."""
+    users = builder.user_codes.get_indexer(test["user_id"])
+    request = builder.requests(users, test["time"].astype(np.int64))
+    ids = []
+    for i in range(0, len(users), 1024):
+        chunk = as_tensors({k: v[i:i + 1024] for k, v in request.items()})
+        ids.append(recommender.recommend(chunk)["video_ids"].numpy().astype(str))
+    ids = np.concatenate(ids)
+    k = ids.shape[1]
+    hits = (ids == test["video_id"].astype(str)[:, None]).any(axis=1)
+    popular = evaluate_popularity(item_ids, train_labels, test["video_id"], test["watch_history"], ks=(k,))
+    return {f"HR@{k}": float(hits.mean()), f"most_popular_HR@{k}": popular[f"HR@{k}"]}

@@ -24,7 +24,7 @@ def tiny_log():
 def tiny_system(tiny_log):
     from tfrs_youtube.training import TrainConfig, train_two_stage
 
-    config = TrainConfig(candidate_epochs=2, ranker_epochs=1, batch_size=256)
+    config = TrainConfig(candidate_epochs=3, ranker_epochs=4, batch_size=256)
     config.serving.num_candidates = 100
     return train_two_stage(tiny_log, config, verbose=0)
 
@@ -33,7 +33,11 @@ def tiny_system(tiny_log):
 def exported_model(tiny_system, tmp_path_factory):
     from tfrs_youtube.export import export_saved_model
 
+    import numpy as np
+
     base = tmp_path_factory.mktemp("saved_models")
+    builder = tiny_system.builder
+    warmup = [builder.requests(np.array([0, 1]), np.array([int(builder.log.watches["time"].max())] * 2))]
     path = export_saved_model(tiny_system.recommender, str(base), "tiny", tiny_system.recommender.signatures(),
-                              metadata={"evaluation": tiny_system.report})
+                              metadata={"evaluation": tiny_system.report}, warmup_requests=warmup)
     return path

@@ -109,7 +109,47 @@ def test_export_writes_a_new_version_and_never_touches_the_old_one(tiny_system, 
     assert json.load(open(os.path.join(second, "assets.extra", METADATA_FILE))) == {"n": 2}
 
 
-def test_trained_system_beats_chance(tiny_system):
-    retrieval = tiny_system.report["retrieval"]
-    assert retrieval["tfrs_youtube"]["HR@50"] > 2 * retrieval["random"]["HR@50"]
-    assert tiny_system.report["ranking"]["tfrs_youtube"]["auc"] > 0.6
+def test_warmup_requests_are_prediction_logs_the_model_answers(exported_model):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(exported_model, "assets.extra", "tf_serving_warmup_requests")
+    records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+    assert len(records) == 1
+    log = prediction_log_pb2.PredictionLog.FromString(records[0])
+    request = log.predict_log.request
+    assert request.model_spec.name == "tiny" and request.model_spec.signature_name == "serving_default"
+    model = tf.saved_model.load(exported_model)
+    inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+    outputs = model.signatures["serving_default"](**inputs)
+    assert outputs["video_ids"].shape == (2, K)
+
+
+def test_trained_system_beats_chance_and_popularity(tiny_system):
+    report = tiny_system.report
+    retrieval = report["retrieval"]
+    assert retrieval["tfrs_youtube"]["HR@50"] > 1.5 * retrieval["random"]["HR@50"]
+    assert retrieval["tfrs_youtube"]["HR@10"] > retrieval["most_popular"]["HR@10"]
+    assert report["ranking"]["tfrs_youtube"]["auc"] > 0.65
+    assert report["ranking"]["tfrs_youtube"]["weighted_per_user_loss"] < report["ranking"]["random"][
+        "weighted_per_user_loss"]
+    served = report["two_stage"]
+    assert served["tfrs_youtube"]["HR@10"] > served["most_popular"]["HR@10"]
+    assert report["scann"]["recall_at_n"] > 0.9
+
+
+@pytest.mark.slow
+def test_demo_command_runs_to_the_end(tmp_path):
+    report = tmp_path / "report.json"
+    out = subprocess.run([sys.executable, "-m", "tfrs_youtube", "demo", "--quick", "--datasets-dir",
+                          str(tmp_path / "datasets"), "--saved-models-dir", str(tmp_path / "saved_models"),
+                          "--json", str(report)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("held-out next watch:") == 3
+    assert "demo finished" in out.stdout
+    assert (tmp_path / "saved_models" / "demo" / "1" / "saved_model.pb").exists()
+    assert (tmp_path / "saved_models" / "demo" / "1" / "assets.extra" / "tf_serving_warmup_requests").exists()
+    assert sorted(p.name for p in (tmp_path / "datasets" / "synthetic").iterdir()) == [
+        "impressions.csv", "searches.csv", "users.csv", "videos.csv", "watches.csv"]
+    figures = json.loads(report.read_text())
+    assert set(figures["retrieval"]) == {"tfrs_youtube", "most_popular", "random"}

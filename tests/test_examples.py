@@ -97,3 +97,36 @@ def test_requests_carry_the_context_of_a_moment(builder, tiny_log):
                             "impression_ages_s", "country", "language", "gender", "device", "age", "request_time"}
     shown = request["impression_history"] != ""
     assert (request["impression_ages_s"][shown] > 0).all()
+
+
+def _same_second_log(tiny_log):
+    """The tiny log with one user's watches all at one second (as MovieLens often has)."""
+    from tfrs_youtube.data.schema import EventLog
+
+    tables = {name: table.copy() for name, table in tiny_log.tables().items()}
+    watches = tables["watches"]
+    user = watches.user_id.iloc[0]
+    watches.loc[watches.user_id == user, "time"] = int(watches.time.max())
+    return EventLog(**tables).validate(), user
+
+
+def test_ties_in_file_order_keep_earlier_rows_of_the_same_second(tiny_log):
+    log, user = _same_second_log(tiny_log)
+    mine = log.watches[log.watches.user_id == user]
+    for ties, expected in (("exclude", []), ("file_order", list(mine.video_id[:-1][::-1]))):
+        builder = ExampleBuilder(log, ExampleConfig(ties=ties, max_examples_per_user=None))
+        test = builder.retrieval_examples("test")
+        row = list(test["user_id"]).index(user)
+        assert test["video_id"][row] == mine.video_id.iloc[-1]  # the last in file order is the target
+        assert [v for v in test["watch_history"][row] if v] == expected[:50]
+        watched = [v for v in builder.watched("test")[row] if v]
+        assert watched == expected  # the whole history, for exclusion, not just the last 50
+
+
+def test_watched_holds_the_whole_history(builder, tiny_log):
+    test = builder.retrieval_examples("test")
+    watched = builder.watched("test")
+    for i in range(0, len(test["user_id"]), 17):
+        user, t = test["user_id"][i], test["time"][i]
+        mine = tiny_log.watches[(tiny_log.watches.user_id == user) & (tiny_log.watches.time < t)]
+        assert sorted(v for v in watched[i] if v) == sorted(mine.video_id)

@@ -31,6 +31,9 @@ class CandidateConfig:
       log_q_correction: subtract log Q from every logit (the sampling-bias correction).
       l2_normalize: unit-length user and video vectors (cosine scores), divided by temperature.
       temperature: softmax temperature for normalised vectors.
+      recency_decay: when > 0, a second pooling of the watch history beside the plain mean,
+        weighted exp(-recency_decay x steps back), so recent tastes weigh more (0: the paper's
+        plain mean only).
       use_*: switch an input group of the user tower off.
       learning_rate: Adam's.
     """
@@ -40,6 +43,7 @@ class CandidateConfig:
     log_q_correction: bool = True
     l2_normalize: bool = True
     temperature: float = 0.1
+    recency_decay: float = 0.05
     use_watches: bool = True
     use_searches: bool = True
     use_geography: bool = True
@@ -89,6 +93,8 @@ class UserTower(tf.keras.Model):
         parts = []
         if c.use_watches:
             parts.append(e.video.mean(features["watch_history"]))
+            if c.recency_decay > 0:
+                parts.append(e.video.mean(features["watch_history"], decay=c.recency_decay))
         if c.use_searches:
             parts.append(e.token.mean(features["search_tokens"]))
         if c.use_geography:
@@ -99,6 +105,7 @@ class UserTower(tf.keras.Model):
                 e.categorical["device"](features["device"]),
                 e.normalized("age", features["age"]),
             ]
+            parts += [e.categorical[name](features[name]) for name in e.extra_user_features]
         if c.use_example_age:
             parts.append(e.normalized("example_age_s", features["example_age_s"]))
         if not parts:

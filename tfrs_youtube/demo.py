@@ -52,9 +52,13 @@ def _format_table(report: dict) -> str:
         lines.append(f"  mean exp(logit) {report['ranking']['mean_expected_watch_time_s']:.1f} s vs mean observed "
                      f"watch time per impression {report['ranking']['mean_observed_watch_time_s']:.1f} s")
     two = report["two_stage"]
-    k = [key for key in two if key.startswith("HR@")][0]
-    lines += ["", f"Served top-{k[3:]} (ScaNN top-N -> ranker) on the held-out next watch: {k} {two[k]:.3f} "
-                  f"(most popular {two['most_popular_' + k]:.3f})"]
+    k = next(key for key in two["tfrs_youtube"] if key.startswith("HR@"))[3:]
+    lines += ["", f"Served top-{k} on each user's held-out future (next watch; share of later watch time on the list):",
+              f"  {'list':<17}{'HR@' + k:>8}{'watch-time recall@' + k:>24}"]
+    for name, label in (("tfrs_youtube", "two-stage"), ("retrieval_order", "retrieval only"),
+                        ("most_popular", "most popular")):
+        m = two[name]
+        lines.append(f"  {label:<17}{m['HR@' + k]:>8.3f}{m['watch_time_recall@' + k]:>24.3f}")
     return "\n".join(lines)
 
 

@@ -47,7 +47,7 @@ class RankerConfig:
 
     hidden_layers: tuple[int, ...] = (256, 128)
     weighted: bool = True
-    use_retrieval_score: bool = True
+    use_retrieval_score: bool = False
     fine_tune_embeddings: bool = False
     learning_rate: float = 0.002
     seed: int = 0
@@ -114,6 +114,7 @@ class Ranker(tfrs.Model):
             e.categorical["gender"](features["gender"]),
             e.categorical["device"](features["device"]),
         ]
+        parts += [e.categorical[name](features[name]) for name in e.extra_user_features]
         continuous = RANKING_CONTINUOUS + ((RETRIEVAL_SCORE,) if self.config.use_retrieval_score else ())
         parts += [e.normalized(name, features[name]) for name in continuous]
         return tf.squeeze(self.scorer(tf.concat(parts, axis=-1)), axis=-1)

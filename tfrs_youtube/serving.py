@@ -94,7 +94,10 @@ class TwoStageRecommender(tf.Module):
         if self.config.num_candidates > n:
             raise ValueError(f"num_candidates {self.config.num_candidates} exceeds the corpus ({n} videos)")
         leaves = self.config.num_leaves or max(1, int(round(math.sqrt(n))))
-        to_search = self.config.leaves_to_search or min(leaves, max(8, leaves // 10))
+        # Search a tenth of the leaves, and at least enough to hold ten times N candidates, so
+        # the quantised search rarely misses a true top-N video before exact reordering.
+        to_search = self.config.leaves_to_search or min(
+            leaves, max(8, leaves // 10, math.ceil(leaves * 10 * self.config.num_candidates / n)))
         self.index = tfrs.layers.factorized_top_k.ScaNN(
             k=self.config.num_candidates,
             num_leaves=leaves,
@@ -103,6 +106,24 @@ class TwoStageRecommender(tf.Module):
             training_iterations=10,
         )
         self.index.index(vectors, tf.constant(ids))
+        # The request: the standard inputs plus the extra user features the models were built with.
+        self.extra_user_features = ranker.embeddings.extra_user_features
+        self.request_signature = dict(REQUEST_SIGNATURE, **{
+            name: tf.TensorSpec([None], tf.string, name=name) for name in self.extra_user_features})
+        self.recommend = tf.function(self._recommend, input_signature=[self.request_signature])
+        self.retrieve = tf.function(self._retrieve, input_signature=[self.request_signature])
+        self.user_embedding = tf.function(self._user_embedding, input_signature=[self.request_signature])
+        self.corpus_ids = ids  # numpy, not tracked: the index holds its own copy
+        self.index_settings = {"num_leaves": leaves, "leaves_to_search": to_search,
+                               "reordering_candidates": self.index._num_reordering_candidates}
+
+    def index_recall(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> float:
+        """Share of the exact top-N (by dot product) that ScaNN's top-N finds, over these users."""
+        _, approximate = self.index(tf.constant(user_vectors, tf.float32))
+        exact = tf.math.top_k(tf.linalg.matmul(user_vectors, item_vectors, transpose_b=True),
+                              k=self.config.num_candidates).indices.numpy()
+        found = [len(set(a.astype(str)) & set(self.corpus_ids[e])) for a, e in zip(approximate.numpy(), exact)]
+        return float(np.sum(found) / exact.size)
 
     def user_features(self, request: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The user tower's inputs from a request: a request stands for now, so example age 0."""
@@ -116,6 +137,7 @@ class TwoStageRecommender(tf.Module):
             "device": request["device"],
             "age": request["age"],
             "example_age_s": tf.zeros([batch], tf.float32),
+            **{name: request[name] for name in self.extra_user_features},
         }
 
     def ranking_features(self, request: dict[str, tf.Tensor], candidates: tf.Tensor,
@@ -154,10 +176,10 @@ class TwoStageRecommender(tf.Module):
             "previous_impressions": flat(previous),
             "video_age_s": flat(tf.cast(video_age, tf.float32)),
             "retrieval_score": flat(retrieval_scores),
+            **{name: per_candidate(request[name]) for name in self.extra_user_features},
         }
 
-    @tf.function(input_signature=[REQUEST_SIGNATURE])
-    def recommend(self, request):
+    def _recommend(self, request):
         """The whole chain; the `serving_default` signature."""
         user_vector = self.user_tower(self.user_features(request))
         retrieval_scores, candidates = self.index(user_vector)
@@ -173,14 +195,12 @@ class TwoStageRecommender(tf.Module):
             "retrieval_scores": tf.gather(retrieval_scores, top, batch_dims=1),
         }
 
-    @tf.function(input_signature=[REQUEST_SIGNATURE])
-    def retrieve(self, request):
+    def _retrieve(self, request):
         """Candidates only: ScaNN's top-N for the user vector."""
         scores, ids = self.index(self.user_tower(self.user_features(request)))
         return {"video_ids": ids, "retrieval_scores": scores}
 
-    @tf.function(input_signature=[REQUEST_SIGNATURE])
-    def user_embedding(self, request):
+    def _user_embedding(self, request):
         """The user vector u."""
         return {"user_embedding": self.user_tower(self.user_features(request))}
 

@@ -12,12 +12,13 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator, background_probabilities
 from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
 from tfrs_youtube.data.schema import EventLog
-from tfrs_youtube.evaluation import (auc, evaluate_popularity, evaluate_random, evaluate_retrieval,
+from tfrs_youtube.evaluation import (DEFAULT_KS, auc, evaluate_popularity, evaluate_random, evaluate_retrieval,
                                      weighted_per_user_loss)
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
 from tfrs_youtube.pipeline import as_tensors, to_dataset
@@ -35,7 +36,7 @@ class TrainConfig:
     ranker: RankerConfig = dataclasses.field(default_factory=RankerConfig)
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
     candidate_epochs: int = 5
-    ranker_epochs: int = 3
+    ranker_epochs: int = 2
     batch_size: int = 512
     seed: int = 0
 
@@ -81,48 +82,83 @@ def _predict(fn, features: dict[str, np.ndarray], batch_size: int = 4096) -> np.
     return np.concatenate(out) if out else np.zeros((0,))
 
 
-def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: int = 1) -> TrainedSystem:
-    """Trains candidate generation and ranking on `log` and evaluates them on later events."""
-    config = config or TrainConfig()
+@dataclasses.dataclass
+class CandidateRun:
+    """A trained candidate generator with the examples it was trained and tested on."""
+
+    model: CandidateGenerator
+    embeddings: FeatureEmbeddings
+    train: dict
+    validation: dict
+    test: dict
+    train_s: float
+
+
+def train_candidate_generator(builder: ExampleBuilder, config: TrainConfig, embeddings: FeatureEmbeddings | None = None,
+                              verbose: int = 1) -> CandidateRun:
+    """Fits the candidate generator on the builder's training watches (validation: the next ones)."""
     tf.keras.utils.set_random_seed(config.seed)
-    say = print if verbose else (lambda *a, **k: None)
-    builder = ExampleBuilder(log, config.examples)
     train = builder.retrieval_examples("train")
     validation = builder.retrieval_examples("validation")
     test = builder.retrieval_examples("test")
+    if embeddings is None:
+        embeddings = FeatureEmbeddings.from_examples(builder.log, config.embeddings,
+                                                     example_age_s=train["example_age_s"])
+    q = background_probabilities(embeddings.video.vocabulary, train["video_id"])
+    model = CandidateGenerator(config.candidate, embeddings, q)
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.candidate.learning_rate))
+    started = time.perf_counter()
+    model.fit(to_dataset(train, config.batch_size, shuffle=True, seed=config.seed),
+              validation_data=to_dataset(validation, 4096) if len(validation["video_id"]) else None,
+              epochs=config.candidate_epochs, verbose=verbose)
+    return CandidateRun(model, embeddings, train, validation, test, time.perf_counter() - started)
+
+
+def evaluate_candidates(run: CandidateRun, builder: ExampleBuilder, split: str = "test", ks=DEFAULT_KS,
+                        baselines: bool = True, seed: int = 0) -> dict:
+    """Full-corpus exact HR/NDCG/MAP@K of a split's targets, each user's whole history excluded,
+    with most-popular and chance beside it."""
+    examples = run.test if split == "test" else run.validation
+    item_ids = np.asarray(run.embeddings.video.vocabulary, dtype=object)
+    item_vectors = run.model.video_vectors(tf.constant(item_ids.astype(str))).numpy()
+    user_vectors = _predict(run.model.user_tower, examples)
+    exclude = builder.watched(split)
+    report = {"tfrs_youtube": evaluate_retrieval(user_vectors, item_vectors, item_ids, examples["video_id"],
+                                                 exclude, ks)}
+    if baselines:
+        report["most_popular"] = evaluate_popularity(item_ids, run.train["video_id"], examples["video_id"],
+                                                     exclude, ks)
+        report["random"] = evaluate_random(item_ids, examples["video_id"], exclude, ks, seed=seed)
+    return report
+
+
+def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: int = 1) -> TrainedSystem:
+    """Trains candidate generation and ranking on `log` and evaluates them on later events."""
+    config = config or TrainConfig()
+    say = print if verbose else (lambda *a, **k: None)
+    builder = ExampleBuilder(log, config.examples)
+    train = builder.retrieval_examples("train")
     rank_train_rows, rank_test_rows = builder.impression_split()
     rank_train = builder.ranking_examples(rank_train_rows)
     rank_test = builder.ranking_examples(rank_test_rows)
-    say(f"examples: {len(train['video_id'])} train / {len(validation['video_id'])} validation / "
-        f"{len(test['video_id'])} test watches; {len(rank_train_rows)} train / {len(rank_test_rows)} "
-        "test impressions")
+    say(f"examples: {len(train['video_id'])} train watches; {len(rank_train_rows)} train / "
+        f"{len(rank_test_rows)} test impressions")
 
     continuous = {"example_age_s": train["example_age_s"]}
     if len(rank_train_rows):
         continuous.update({k: rank_train[k] for k in ("time_since_topic_watch_s", "previous_impressions",
                                                       "video_age_s")})
     embeddings = FeatureEmbeddings.from_examples(log, config.embeddings, **continuous)
-    q = background_probabilities(embeddings.video.vocabulary, train["video_id"])
 
     report: dict = {"dataset": log.name, "users": len(log.users), "videos": len(log.videos)}
     say("training the candidate generator")
-    candidate = CandidateGenerator(config.candidate, embeddings, q)
-    candidate.compile(optimizer=tf.keras.optimizers.Adam(config.candidate.learning_rate))
-    started = time.perf_counter()
-    candidate.fit(to_dataset(train, config.batch_size, shuffle=True, seed=config.seed),
-                  validation_data=to_dataset(validation, 4096), epochs=config.candidate_epochs,
-                  verbose=verbose)
-    report["candidate_train_s"] = time.perf_counter() - started
-
+    run = train_candidate_generator(builder, config, embeddings, verbose)
+    candidate, train, test = run.model, run.train, run.test
+    report["candidate_train_s"] = run.train_s
+    report["retrieval"] = evaluate_candidates(run, builder, seed=config.seed)
     item_ids = np.asarray(embeddings.video.vocabulary, dtype=object)
     item_vectors = candidate.video_vectors(tf.constant(item_ids.astype(str))).numpy()
     user_vectors = _predict(candidate.user_tower, test)
-    exclude = test["watch_history"]
-    report["retrieval"] = {
-        "tfrs_youtube": evaluate_retrieval(user_vectors, item_vectors, item_ids, test["video_id"], exclude),
-        "most_popular": evaluate_popularity(item_ids, train["video_id"], test["video_id"], exclude),
-        "random": evaluate_random(item_ids, test["video_id"], exclude, seed=config.seed),
-    }
 
     # The candidate generator's score of each impression, as of the impression (a request, so
     # example age 0), is one of the ranker's features (paper 4.1).
@@ -149,6 +185,8 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     say("building the ScaNN index")
     recommender = TwoStageRecommender(candidate, ranker, log.videos, config.serving)
     report["two_stage"] = two_stage_report(recommender, builder, test, train["video_id"], item_ids)
+    report["scann"] = dict(recommender.index_settings, recall_at_n=recommender.index_recall(
+        user_vectors[:1000], candidate.video_vectors(tf.constant(log.videos["video_id"].astype(str).to_numpy()))))
     return TrainedSystem(config, builder, embeddings, candidate, ranker, recommender, report)
 
 
@@ -171,17 +209,49 @@ def ranking_report(ranker: Ranker, examples: dict[str, np.ndarray], train_labels
          "mean_observed_watch_time_s": float(clicked_watch.mean())}
 
 
+def _first_k_unwatched(ranked: np.ndarray, history: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the first k ids of `ranked` (a row per user, or one shared row) not in the history."""
+    out = np.empty((len(history), k), dtype=object)
+    for i, seen in enumerate(history):
+        row = ranked[i] if ranked.ndim == 2 else ranked
+        out[i] = [v for v in row if v not in set(seen)][:k]
+    return out
+
+
 def two_stage_report(recommender: TwoStageRecommender, builder: ExampleBuilder, test: dict,
                      train_labels: np.ndarray, item_ids: np.ndarray) -> dict:
-    """HR@K of the served top-K lists (ScaNN -> ranker) on each user's held-out next watch."""
+    """The served top-K lists (ScaNN -> ranker) against retrieval's order and most-popular.
+
+    Two views of each user's held-out future, from the moment of their test request: did the
+    list contain the next watch (HR@K), and what share of all their later watch time went to
+    videos on the list (watch-time recall@K, the quantity the ranker is trained to order by).
+    """
     users = builder.user_codes.get_indexer(test["user_id"])
-    request = builder.requests(users, test["time"].astype(np.int64))
-    ids = []
+    times = test["time"].astype(np.int64)
+    request = builder.requests(users, times)
+    served, retrieved = [], []
     for i in range(0, len(users), 1024):
         chunk = as_tensors({k: v[i:i + 1024] for k, v in request.items()})
-        ids.append(recommender.recommend(chunk)["video_ids"].numpy().astype(str))
-    ids = np.concatenate(ids)
-    k = ids.shape[1]
-    hits = (ids == test["video_id"].astype(str)[:, None]).any(axis=1)
-    popular = evaluate_popularity(item_ids, train_labels, test["video_id"], test["watch_history"], ks=(k,))
-    return {f"HR@{k}": float(hits.mean()), f"most_popular_HR@{k}": popular[f"HR@{k}"]}
+        served.append(recommender.recommend(chunk)["video_ids"].numpy().astype(str))
+        retrieved.append(recommender.retrieve(chunk)["video_ids"].numpy().astype(str))
+    served = np.concatenate(served)
+    k = served.shape[1]
+    history = request["watch_history"]
+    popular = pd.Series(train_labels).value_counts().index.to_numpy(dtype=str)[: k + history.shape[1]]
+    lists = {"tfrs_youtube": served,
+             "retrieval_order": _first_k_unwatched(np.concatenate(retrieved), history, k),
+             "most_popular": _first_k_unwatched(popular, history, k)}
+
+    log = builder.log
+    future = log.watches.merge(pd.DataFrame({"user_id": test["user_id"], "t": times, "row": np.arange(len(users))}),
+                               on="user_id")
+    future = future[future["time"] >= future["t"]]
+    total = future.groupby("row")["watch_time_s"].sum().reindex(np.arange(len(users)), fill_value=0.0)
+    report = {}
+    for name, ids in lists.items():
+        hits = np.array([t in set(row) for t, row in zip(test["video_id"].astype(str), ids)])
+        on_list = np.array([v in set(ids[r]) for v, r in zip(future["video_id"], future["row"])], bool)
+        covered = future[on_list].groupby("row")["watch_time_s"].sum().reindex(total.index, fill_value=0.0)
+        share = (covered / total.where(total > 0)).dropna()
+        report[name] = {f"HR@{k}": float(hits.mean()), f"watch_time_recall@{k}": float(share.mean())}
+    return report

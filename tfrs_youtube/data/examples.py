@@ -45,6 +45,10 @@ class ExampleConfig:
       num_test: with "user_last", each user's latest watches held out as test targets.
       num_validation: with "user_last", the watches before those, held out for validation.
       holdout_fraction: with "time", the share of watches after the cut.
+      ties: which watches a label's history holds. "exclude": only those strictly before its
+        time (nothing at the same second). "file_order": every watch before it in the user's
+        order by time, ties kept in file order (the MovieLens benchmark's protocol, where many
+        ratings share a second). Searches and impressions are always strictly before.
       seed: for the per-user cap.
     """
 
@@ -55,11 +59,14 @@ class ExampleConfig:
     num_test: int = 1
     num_validation: int = 1
     holdout_fraction: float = 0.1
+    ties: str = "exclude"
     seed: int = 0
 
     def __post_init__(self):
         if self.split not in ("user_last", "time"):
             raise ValueError(f"ExampleConfig.split must be 'user_last' or 'time', got {self.split!r}")
+        if self.ties not in ("exclude", "file_order"):
+            raise ValueError(f"ExampleConfig.ties must be 'exclude' or 'file_order', got {self.ties!r}")
 
 
 class _EventIndex:
@@ -91,9 +98,10 @@ class _EventIndex:
     def start(self, groups: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._keys, np.asarray(groups, np.int64) * (self._span + 1), side="left")
 
-    def last_n(self, groups: np.ndarray, times: np.ndarray, n: int) -> np.ndarray:
-        """Sorted positions of each query's last n events before its time, most recent first; -1 pads."""
-        end = self.before(groups, times)
+    def last_n(self, groups: np.ndarray, times: np.ndarray, n: int, end: np.ndarray | None = None) -> np.ndarray:
+        """Sorted positions of each query's last n events before its time (or before the sorted
+        position `end`), most recent first; -1 pads."""
+        end = self.before(groups, times) if end is None else np.asarray(end)
         start = self.start(groups)
         positions = end[:, None] - 1 - np.arange(n)[None, :]
         return np.where(positions >= start[:, None], positions, -1)
@@ -192,20 +200,20 @@ class ExampleBuilder:
 
     # ---- features -----------------------------------------------------------------------
     def user_features(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        """The users table's columns for these users; extra columns (e.g. occupation) as strings."""
         table = self.log.users
-        return {
-            "user_id": table["user_id"].to_numpy(dtype=object)[users],
-            "country": table["country"].to_numpy(dtype=object)[users],
-            "language": table["language"].to_numpy(dtype=object)[users],
-            "gender": table["gender"].to_numpy(dtype=object)[users],
-            "device": table["device"].to_numpy(dtype=object)[users],
-            "age": table["age"].to_numpy(np.float32)[users],
-        }
+        features = {"age": table["age"].to_numpy(np.float32)[users]}
+        for column in table.columns:
+            if column != "age":
+                features[column] = table[column].astype(str).to_numpy(dtype=object)[users]
+        return features
 
-    def context(self, users: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
-        """What a request at (user, time) knows: demographics and histories strictly before time."""
+    def context(self, users: np.ndarray, times: np.ndarray, watch_end: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+        """What a request at (user, time) knows: demographics and histories strictly before time
+        (the watch history before sorted position `watch_end` instead, when given)."""
         L, S = self.config.history_length, self.config.search_history_length
-        watch_pos = self.watches.last_n(users, times, L)
+        watch_pos = self.watches.last_n(users, times, L, end=watch_end)
         sorted_video = self.watch_video[self.watches.order]
         history_index = _take(sorted_video, watch_pos, -1)
         history_time = _take(self.watches.times, watch_pos, 0)
@@ -231,8 +239,7 @@ class ExampleBuilder:
         context = self.context(users, times)
         shown = self.impressions.last_n(users, times, impression_length)
         sorted_video = self.impression_video[self.impressions.order]
-        request = {name: context[name] for name in (
-            "watch_history", "watch_ages_s", "search_tokens", "country", "language", "gender", "device", "age")}
+        request = {name: values for name, values in context.items() if name not in ("user_id", "_history_index")}
         request["impression_history"] = _take(self.video_ids, _take(sorted_video, shown, -1), "").astype(object)
         request["impression_ages_s"] = np.where(
             shown >= 0, times[:, None] - _take(self.impressions.times, shown, 0), 0.0).astype(np.float32)
@@ -250,7 +257,7 @@ class ExampleBuilder:
         if split == "train":
             rows = self._cap(rows)
         users, times = self.watch_user[rows], self.watch_time[rows]
-        features = self.context(users, times)
+        features = self.context(users, times, self._label_positions(rows))
         features.pop("_history_index")
         if split == "train":
             end = self.train_window_end() if window_end is None else window_end
@@ -260,6 +267,26 @@ class ExampleBuilder:
         features["video_id"] = self.video_ids[self.watch_video[rows]]
         features["time"] = times.astype(np.float64)
         return features
+
+    def _label_positions(self, rows: np.ndarray) -> np.ndarray | None:
+        """With ties in file order, each label's own sorted position bounds its history."""
+        if self.config.ties != "file_order":
+            return None
+        position = np.empty(len(self.watches.order), np.int64)
+        position[self.watches.order] = np.arange(len(self.watches.order))
+        return position[rows]
+
+    def watched(self, split: str) -> np.ndarray:
+        """Every video each held-out example's user watched before it (the whole history, not
+        the last `history_length`), padded with "": what evaluation excludes from the ranking."""
+        rows = np.flatnonzero(self.watch_split() == split)
+        users, times = self.watch_user[rows], self.watch_time[rows]
+        end = self._label_positions(rows)
+        if end is None:
+            end = self.watches.before(users, times)
+        longest = int((end - self.watches.start(users)).max()) if len(rows) else 0
+        positions = self.watches.last_n(users, times, max(longest, 1), end=end)
+        return _take(self.video_ids, _take(self.watch_video[self.watches.order], positions, -1), "").astype(object)
 
     def train_window_end(self) -> int:
         """The end of the training window (the cut, or the last training watch): example ages

@@ -153,8 +153,9 @@ def _first(mask: np.ndarray) -> int:
 def _check_column(table: str, column: str, kind: str, values: pd.Series) -> None:
     array = values.to_numpy()
     if kind in ("id", "str", "source"):
-        is_str = np.fromiter((isinstance(v, str) for v in array), bool, len(array))
-        if not is_str.all():
+        # infer_dtype scans in C; the per-row loop only runs to name the offending row.
+        if len(array) and pd.api.types.infer_dtype(array, skipna=False) != "string":
+            is_str = np.fromiter((isinstance(v, str) for v in array), bool, len(array))
             row = _first(~is_str)
             raise SchemaError(table, column, row, f"expected a string, got {array[row]!r}")
         if kind == "id":

@@ -71,10 +71,10 @@ _CLICK_AFFINITY = 5.0
 _CLICK_OTHER_LANGUAGE = -1.2
 _CLICK_PER_LOG_DURATION = -0.5  # per unit of log(duration / 5 min): long videos are clicked less
 _CLICK_PER_REPEAT = -0.7  # per earlier impression of the same video to the same user
-_CLICK_PER_LOG_POPULARITY = 0.15  # popular videos have attractive thumbnails and titles
+_CLICK_PER_LOG_POPULARITY = 0.5  # the appeal that makes a video popular also earns it clicks
 # Fresh videos draw clicks as they draw organic watches: per unit of log(floor + exp(-age/tau)),
-# so a video's appeal falls by about 1.5 logits from upload to old age.
-_CLICK_PER_LOG_FRESHNESS = 0.5
+# so a video's appeal falls by about 2.4 logits from upload to old age.
+_CLICK_PER_LOG_FRESHNESS = 0.8
 _TYPICAL_DURATION_S = 300.0
 _HOME, _SEARCH, _RELATED, _EXTERNAL = (WATCH_SOURCES.index(s) for s in
                                        ("home", "search", "related", "external"))
@@ -123,6 +123,7 @@ class SyntheticConfig:
     external_fraction: float = 0.1
     unanswered_search_fraction: float = 0.2  # searches that lead to no watch
     explore_fraction: float = 0.3  # impression slots drawn from any topic, not the user's mixture
+    rewatch_prob: float = 0.05  # share of organic watches allowed to repeat an earlier one
     base_click_logit: float = -2.5
 
     def __post_init__(self) -> None:
@@ -300,6 +301,15 @@ def generate(config: SyntheticConfig) -> EventLog:
     follows = (w_source == _RELATED) & (anchor >= 0) & (w_user[np.maximum(anchor, 0)] == w_user)
     w_topic[follows] = w_topic[anchor[follows]]
     w_video = pick(w_user, w_topic, w_time)
+    # People rarely watch the same video twice (and a recommender does not offer it again):
+    # redraw repeats for a few rounds, keeping a `rewatch_prob` share as genuine re-watches.
+    keep_repeat = rng.random(len(w_user)) < config.rewatch_prob
+    for _ in range(5):
+        again = (_earlier_occurrences(w_user * n_videos + w_video, w_time) > 0) & ~keep_repeat
+        if not again.any():
+            break
+        w_video[again] = pick(w_user[again], w_topic[again], w_time[again])
+    first_watch = pd.Series(w_time).groupby(w_user * n_videos + w_video).min()
     w_watch_time = watch_time(w_user, w_video)
 
     # Searches: one 10-120 s before each search-led watch, with tokens of the watched video's
@@ -321,12 +331,14 @@ def generate(config: SyntheticConfig) -> EventLog:
     i_user, i_time = p_user[i_page], p_time[i_page]
     slot_probs = (1 - config.explore_fraction) * interests + config.explore_fraction / num_topics
     i_video = pick(i_user, _draw_rows(slot_probs, i_user, rng), i_time)
-    for _ in range(3):  # redraw videos repeated within a page; drop the few that remain
-        dup = pd.Series(i_page * n_videos + i_video).duplicated().to_numpy()
+    for _ in range(3):  # redraw videos repeated within a page or already watched; drop the few left
+        dup = pd.Series(i_page * n_videos + i_video).duplicated().to_numpy().copy()
+        dup |= first_watch.reindex(i_user * n_videos + i_video).to_numpy() < i_time
         if not dup.any():
             break
         i_video[dup] = pick(i_user[dup], _draw_rows(slot_probs, i_user[dup], rng), i_time[dup])
-    keep = ~pd.Series(i_page * n_videos + i_video).duplicated().to_numpy()
+    keep = ~pd.Series(i_page * n_videos + i_video).duplicated().to_numpy().copy()
+    keep &= ~(first_watch.reindex(i_user * n_videos + i_video).to_numpy() < i_time)
     i_user, i_time, i_video = i_user[keep], i_time[keep], i_video[keep]
     shown_before = _earlier_occurrences(i_user * n_videos + i_video, i_time)
     click_logit = (config.base_click_logit
@@ -339,6 +351,18 @@ def generate(config: SyntheticConfig) -> EventLog:
                                                        + np.exp(-(i_time - upload[i_video]) / tau)))
     clicked = rng.random(len(i_user)) < _expit(click_logit)
     i_watch_time = np.where(clicked, watch_time(i_user, i_video), 0.0)
+
+    # Organic watches that still repeat an earlier watch (organic, or a home click) are dropped,
+    # but for the genuine re-watches.
+    repeat = _earlier_occurrences(np.concatenate([w_user * n_videos + w_video, i_user[clicked] * n_videos
+                                                  + i_video[clicked]]),
+                                  np.concatenate([w_time, i_time[clicked]]))[: len(w_user)] > 0
+    kept = ~repeat | keep_repeat
+    # ...unless that would leave a user below the minimum history the splits rely on.
+    short = np.bincount(w_user[kept], minlength=n_users) < config.min_watches_per_user
+    kept |= short[w_user]
+    w_user, w_time, w_video, w_watch_time, w_source = (
+        w_user[kept], w_time[kept], w_video[kept], w_watch_time[kept], w_source[kept])
 
     # Every clicked impression is also a home watch at the same time.
     user_ids, video_ids = _ids("u", n_users), _ids("v", n_videos)

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfrs_youtube.features.quantile import QuantileNormalization
 
+EMPTY_VOCABULARY_ENTRY = "\x00<empty vocabulary>"
 CATEGORICAL = ("country", "language", "gender", "device")
 CONTINUOUS = ("age", "example_age_s", "time_since_topic_watch_s", "previous_impressions", "video_age_s",
               "retrieval_score")
@@ -46,9 +47,12 @@ class IdEmbedding(tf.keras.layers.Layer):
         self.vocabulary = list(vocabulary)
         self.dim = int(dim)
         self.seed = int(seed)
-        self.lookup = tf.keras.layers.StringLookup(vocabulary=self.vocabulary, mask_token=None, num_oov_indices=1)
+        # StringLookup refuses an empty vocabulary (a dataset without searches has no tokens):
+        # one reserved entry that no real id can equal keeps every real id out of vocabulary.
+        lookup_vocabulary = self.vocabulary or [EMPTY_VOCABULARY_ENTRY]
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=lookup_vocabulary, mask_token=None, num_oov_indices=1)
         self.embedding = tf.keras.layers.Embedding(
-            len(self.vocabulary) + 1,
+            len(lookup_vocabulary) + 1,
             self.dim,
             embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(self.dim), seed=seed),
         )
@@ -66,10 +70,17 @@ class IdEmbedding(tf.keras.layers.Layer):
         known = tf.cast(index > 0, tf.float32)[..., None]
         return self.embedding(index) * known
 
-    def mean(self, ids: tf.Tensor) -> tf.Tensor:
-        """Mean of the known ids' embeddings along the last axis (zero when none is known)."""
+    def mean(self, ids: tf.Tensor, decay: float = 0.0) -> tf.Tensor:
+        """Mean of the known ids' embeddings along the last axis (zero when none is known).
+
+        With `decay` > 0 the mean is weighted exp(-decay x position): histories are most recent
+        first, so position is the number of steps back.
+        """
         index = self.lookup(ids)
         known = tf.cast(index > 0, tf.float32)[..., None]
+        if decay > 0:
+            steps = tf.cast(tf.range(tf.shape(ids)[-1]), tf.float32)
+            known = known * tf.exp(-decay * steps)[:, None]
         total = tf.reduce_sum(self.embedding(index) * known, axis=-2)
         return total / tf.maximum(tf.reduce_sum(known, axis=-2), 1.0)
 
@@ -88,6 +99,8 @@ class EmbeddingConfig:
       token_dim: width of the search-token table.
       num_quantiles: resolution of the continuous features' CDF.
       powers: feed x̃² and √x̃ beside x̃ (the paper's setting).
+      extra_user_features: further categorical columns of the users table (such as MovieLens'
+        occupation) embedded and fed to both models, when the table has them.
       seed: initialiser seed.
     """
 
@@ -95,6 +108,7 @@ class EmbeddingConfig:
     token_dim: int = 64
     num_quantiles: int = 100
     powers: bool = True
+    extra_user_features: tuple[str, ...] = ("occupation",)
     seed: int = 0
 
 
@@ -121,11 +135,13 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
         c = self.config
         self.video = IdEmbedding(self.vocabularies["video"], c.video_dim, seed=c.seed, name="video")
         self.token = IdEmbedding(self.vocabularies["token"], c.token_dim, seed=c.seed + 1, name="token")
+        # The standard categorical features, then the extra user features this data has.
+        self.extra_user_features = tuple(name for name in c.extra_user_features if name in self.vocabularies)
         self.categorical = {
             name: IdEmbedding(
                 self.vocabularies[name], categorical_dim(len(self.vocabularies[name])), seed=c.seed + 2 + i, name=name
             )
-            for i, name in enumerate(CATEGORICAL)
+            for i, name in enumerate(CATEGORICAL + self.extra_user_features)
         }
         quantiles = quantiles or {}
         self.continuous = {
@@ -152,6 +168,10 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
             "gender": _vocabulary(log.users["gender"]),
             "device": _vocabulary(log.users["device"]),
         }
+        config = config or EmbeddingConfig()
+        for name in config.extra_user_features:
+            if name in log.users.columns:
+                vocabularies[name] = _vocabulary(log.users[name].astype(str))
         layer = cls(vocabularies, config)
         continuous_values.setdefault("age", log.users["age"].to_numpy())
         layer.adapt_continuous(**continuous_values)

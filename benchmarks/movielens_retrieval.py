@@ -19,11 +19,14 @@ import os
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
 from tfrs_youtube.baselines import train_and_evaluate_two_tower  # noqa: E402
-from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig  # noqa: E402
+from tfrs_youtube import presets  # noqa: E402
+from tfrs_youtube.data.examples import ExampleBuilder  # noqa: E402
 from tfrs_youtube.data.movielens import load_movielens  # noqa: E402
 from tfrs_youtube.evaluation import evaluate_popularity  # noqa: E402
 from tfrs_youtube.training import TrainConfig, evaluate_candidates, train_candidate_generator  # noqa: E402
@@ -32,17 +35,7 @@ KS = (10, 50, 100)
 REPORTED = ("HR@10", "NDCG@10", "HR@50", "HR@100")
 
 
-def movielens_config(seed: int = 0) -> TrainConfig:
-    """The settings used on MovieLens (chosen on the validation target)."""
-    config = TrainConfig(seed=seed)
-    config.examples = ExampleConfig(split="user_last", num_test=1, num_validation=1, ties="file_order",
-                                    max_examples_per_user=None, seed=seed)
-    config.candidate_epochs = 10
-    config.batch_size = 512
-    # MovieLens has no searches and one language: those inputs carry nothing.
-    config.candidate.use_searches = False
-    config.candidate.seed = seed
-    return config
+movielens_config = presets.movielens
 
 
 ABLATIONS = {
@@ -89,10 +82,7 @@ def main(argv=None) -> dict:
     ours = evaluate_candidates(run, builder, "test", KS, baselines=False)["tfrs_youtube"]
     ours["train_s"] = run.train_s
     exclude = builder.watched("test")
-    item_ids = run.embeddings.video.vocabulary
-    import numpy as np
-
-    item_ids = np.asarray(item_ids, dtype=object)
+    item_ids = np.asarray(run.embeddings.video.vocabulary, dtype=object)
     test = dict(run.test, watch_history=exclude)
     systems = {
         "tfrs_youtube": pick(ours),

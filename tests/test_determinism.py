@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator, background_probabilities
+from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
+from tfrs_youtube.sampling import background_probabilities
 from tfrs_youtube.data.examples import ExampleBuilder
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.pipeline import to_dataset

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tfrs_youtube.evaluation import (auc, evaluate_retrieval, metrics_from_ranks, target_ranks,
+from tfrs_youtube.evaluation import (auc, evaluate_retrieval, metrics_from_ranks, scann_searcher, target_ranks,
                                      weighted_per_user_loss)
 
 
@@ -52,3 +52,28 @@ def test_weighted_per_user_loss_by_hand():
 def test_auc_by_hand():
     assert auc([1, 0, 1, 0], [0.9, 0.1, 0.4, 0.5]) == pytest.approx(0.75)
     assert auc([1, 0], [0.5, 0.5]) == pytest.approx(0.5)
+
+
+def test_scann_evaluation_ranks_what_scann_returns():
+    rng = np.random.default_rng(1)
+    # Clustered, as learned embeddings are (uniform noise has no structure for a tree to use).
+    centres = rng.normal(size=(40, 16))
+    items = (centres[rng.integers(0, 40, 3000)] + 0.5 * rng.normal(size=(3000, 16))).astype(np.float32)
+    users = (items[rng.integers(0, 3000, 400)] + 0.5 * rng.normal(size=(400, 16))).astype(np.float32)
+    ids = np.array([f"i{j}" for j in range(3000)])
+    order = np.argsort(-(users @ items.T), axis=1)
+    targets = ids[order[np.arange(400), rng.integers(5, 60, 400)]]  # never in the history
+    history = ids[order[:, :5]]
+    exact = evaluate_retrieval(users, items, ids, targets, history, ks=(10, 50))
+    searcher = scann_searcher(items, 55)
+    approx = evaluate_retrieval(users, items, ids, targets, history, ks=(10, 50), index=searcher)
+    # By hand: ScaNN's neighbours, the history dropped, the target's position in what is left.
+    neighbours, _ = searcher.search_batched(users, final_num_neighbors=55)
+    hits = [t in [ids[j] for j in row if ids[j] not in set(h)][:10] for t, row, h in zip(targets, neighbours, history)]
+    assert approx["HR@10"] == pytest.approx(np.mean(hits))
+    assert 0.05 < exact["HR@10"] < 0.9
+    assert approx["HR@50"] > exact["HR@50"] - 0.1  # ScaNN finds most of the exact top 50 (~93% here)
+    fresh = evaluate_retrieval(users, items, ids, targets, history, ks=(10, 50), index="scann")
+    assert abs(fresh["HR@10"] - approx["HR@10"]) < 0.05
+    with pytest.raises(ValueError, match="index"):
+        evaluate_retrieval(users, items, ids, targets, index="faiss")

@@ -49,7 +49,10 @@ def test_time_split_holds_out_each_users_latest_watches(builder, tiny_log):
         assert (group.split.iloc[:-2] == "train").all()
     test = builder.retrieval_examples("test")
     assert len(test["user_id"]) == tiny_log.users.shape[0]
-    assert (test["example_age_s"] == 0).all()
+    assert (test["example_age_s"] == 0).all()  # requests made now, as at serving
+    true_age = ExampleBuilder(tiny_log, ExampleConfig(held_out_example_age="true")).retrieval_examples("test")
+    end = builder.train_window_end()
+    np.testing.assert_allclose(true_age["example_age_s"], np.maximum(end - true_age["time"], 0))
 
 
 def test_cap_limits_examples_per_user_and_is_seeded(tiny_log):
@@ -130,3 +133,21 @@ def test_watched_holds_the_whole_history(builder, tiny_log):
         user, t = test["user_id"][i], test["time"][i]
         mine = tiny_log.watches[(tiny_log.watches.user_id == user) & (tiny_log.watches.time < t)]
         assert sorted(v for v in watched[i] if v) == sorted(mine.video_id)
+
+
+def test_time_split_cuts_both_stages_at_one_moment(tiny_log):
+    builder = ExampleBuilder(tiny_log, ExampleConfig(split="time", holdout_fraction=0.2, max_examples_per_user=None))
+    cut = builder.cutoff_time()
+    train, validation, test = (builder.retrieval_examples(s) for s in ("train", "validation", "test"))
+    assert train["time"].max() < cut <= test["time"].min()
+    assert validation["time"].max() < cut
+    assert (test["example_age_s"] == 0).all()  # after the window, as at serving
+    assert builder.train_window_end() == cut
+    # Each user's first watch after the cut is their test target; their last before it validates.
+    frame = tiny_log.watches
+    for user in test["user_id"][:20]:
+        mine = frame[frame.user_id == user].sort_values("time", kind="stable")
+        assert test["time"][list(test["user_id"]).index(user)] == mine[mine.time >= cut].time.iloc[0]
+    train_rows, test_rows = builder.impression_split()
+    times = tiny_log.impressions.time.to_numpy()
+    assert times[train_rows].max() < cut <= times[test_rows].min()

@@ -16,6 +16,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
+from tfrs_youtube.frequency import StreamingFrequencyEstimator
+from tfrs_youtube.sampling import in_batch_probability, inclusion_probability, uniform_probabilities
 
 # Figure 6's tower shapes, as multiples of the output width d (the last layer is d).
 DEPTH_PRESETS = {0: (), 1: (1,), 2: (2, 1), 3: (4, 2, 1), 4: (8, 4, 2, 1)}
@@ -28,7 +30,13 @@ class CandidateConfig:
     Args:
       depth: tower preset of Figure 6 (0: linear to d; 1: d ReLU; 2: 2d->d; 3: 4d->2d->d; ...).
       num_sampled_negatives: extra negatives per batch, drawn from the background distribution.
-      log_q_correction: subtract log Q from every logit (the sampling-bias correction).
+      negative_distribution: "unigram" (label frequency, as the paper samples) or "uniform".
+      log_q_correction: subtract log Q from every logit (the sampling-bias correction), Q being
+        each candidate's probability to be in the batch's candidate set (see `sampling`).
+      frequency_estimation: where the positives' part of Q comes from: "counts" (label counts of
+        the training data) or "streaming" (Yi et al.'s hash-array estimator, updated in every
+        training step, for data that arrives as a stream).
+      streaming_buckets, streaming_hashes, streaming_alpha: the streaming estimator's settings.
       l2_normalize: unit-length user and video vectors (cosine scores), divided by temperature.
       temperature: softmax temperature for normalised vectors.
       recency_decay: when > 0, a second pooling of the watch history beside the plain mean,
@@ -40,7 +48,12 @@ class CandidateConfig:
 
     depth: int = 2
     num_sampled_negatives: int = 256
+    negative_distribution: str = "unigram"
     log_q_correction: bool = True
+    frequency_estimation: str = "counts"
+    streaming_buckets: int = 1 << 18
+    streaming_hashes: int = 2
+    streaming_alpha: float = 0.01
     l2_normalize: bool = True
     temperature: float = 0.1
     recency_decay: float = 0.05
@@ -51,19 +64,6 @@ class CandidateConfig:
     use_example_age: bool = True
     learning_rate: float = 0.005
     seed: int = 0
-
-
-def background_probabilities(video_vocabulary: list[str], labels: np.ndarray) -> np.ndarray:
-    """Q over the video table's indices (0 = out of vocabulary): label frequency, add-one smoothed.
-
-    Smoothing keeps log Q finite for videos never seen as a label, which can still be sampled.
-    """
-    index = {v: i + 1 for i, v in enumerate(video_vocabulary)}
-    counts = np.ones(len(video_vocabulary) + 1, np.float64)
-    counts[0] = 0.0
-    known = np.fromiter((index.get(v, 0) for v in labels), np.int64, len(labels))
-    np.add.at(counts, known[known > 0], 1.0)
-    return (counts / counts.sum()).astype(np.float32)
 
 
 class UserTower(tf.keras.Model):
@@ -120,20 +120,41 @@ class CandidateGenerator(tfrs.Model):
     Args:
       config: a `CandidateConfig`.
       embeddings: the shared `FeatureEmbeddings` (its video table gives the candidates).
-      sampling_probabilities: Q over the video table's indices (see `background_probabilities`).
+      sampling_probabilities: p, the per-example label probability over the video table's indices
+        (see `sampling.background_probabilities`); optional with streaming estimation and uniform
+        negatives.
       topk_metrics: when True, validation reports factorized top-K accuracy over the corpus.
     """
 
     def __init__(self, config: CandidateConfig, embeddings: FeatureEmbeddings,
-                 sampling_probabilities: np.ndarray, topk_metrics: bool = True, **kwargs):
+                 sampling_probabilities: np.ndarray | None = None, topk_metrics: bool = True, **kwargs):
         super().__init__(**kwargs)
+        if config.frequency_estimation not in ("counts", "streaming"):
+            raise ValueError(f"frequency_estimation must be 'counts' or 'streaming', got {config.frequency_estimation!r}")
+        if config.negative_distribution not in ("unigram", "uniform"):
+            raise ValueError(f"negative_distribution must be 'unigram' or 'uniform', got {config.negative_distribution!r}")
         self.config = config
         self.embeddings = embeddings
         self.user_tower = UserTower(embeddings, config, name="user_tower")
-        q = np.asarray(sampling_probabilities, np.float32)
-        if q.shape != (embeddings.video.vocabulary_size + 1,):
-            raise ValueError(f"sampling_probabilities must have {embeddings.video.vocabulary_size + 1} entries")
-        self.log_q = tf.constant(np.log(np.maximum(q, 1e-12)), tf.float32)
+        size = embeddings.video.vocabulary_size
+        if sampling_probabilities is None:
+            if config.frequency_estimation == "counts" or config.negative_distribution == "unigram":
+                raise ValueError("sampling_probabilities (label frequencies) are needed for count-based "
+                                 "correction and unigram negatives; pass background_probabilities(...)")
+            sampling_probabilities = uniform_probabilities(size)
+        p = np.asarray(sampling_probabilities, np.float32)
+        if p.shape != (size + 1,):
+            raise ValueError(f"sampling_probabilities must have {size + 1} entries (index 0: out of vocabulary)")
+        # p: per-example label probability; q: the distribution negatives are drawn from.
+        self.label_probability = tf.constant(p)
+        q = p if config.negative_distribution == "unigram" else uniform_probabilities(size)
+        self.negative_probability = tf.constant(q)
+        self.negative_logits = tf.constant(np.log(np.maximum(q, 1e-30))[None, :], tf.float32)
+        self.frequency = None
+        if config.frequency_estimation == "streaming":
+            self.frequency = StreamingFrequencyEstimator(
+                num_buckets=config.streaming_buckets, num_hashes=config.streaming_hashes,
+                alpha=config.streaming_alpha, seed=config.seed, name="frequency")
         self.topk = None
         if topk_metrics:
             # Streams the current video vectors at every evaluation, so the metric follows training.
@@ -146,6 +167,21 @@ class CandidateGenerator(tfrs.Model):
             temperature=config.temperature if config.l2_normalize else None,
             remove_accidental_hits=True,
         )
+
+    @property
+    def trainable_weights(self):
+        # Tables of inputs switched off get no gradient; leaving them out keeps Keras from
+        # warning about it at every step (the ranker may still train them).
+        c, e = self.config, self.embeddings
+        unused = []
+        if not c.use_searches:
+            unused.append(e.token)
+        if not c.use_geography:
+            unused += [e.categorical["country"], e.categorical["language"]]
+        if not c.use_demographics:
+            unused += [e.categorical[n] for n in ("gender", "device", *e.extra_user_features)]
+        skip = {id(w) for table in unused for w in table.trainable_weights}
+        return [w for w in super().trainable_weights if id(w) not in skip]
 
     def video_vectors(self, video_ids: tf.Tensor) -> tf.Tensor:
         """Candidate vectors v_j: rows of the shared video table (unit length if normalised)."""
@@ -160,24 +196,33 @@ class CandidateGenerator(tfrs.Model):
         logs = super().train_step(inputs)
         return {k: v for k, v in logs.items() if not k.startswith(self.topk.name)} if self.topk else logs
 
+    def sampling_probability(self, candidate_index: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
+        """Q_j for each candidate column: its chance to be in this batch's candidate set."""
+        if self.frequency is not None:
+            in_positives = self.frequency.probability(candidate_index)
+        else:
+            in_positives = in_batch_probability(tf.gather(self.label_probability, candidate_index), batch_size)
+        return inclusion_probability(in_positives, tf.gather(self.negative_probability, candidate_index),
+                                     self.config.num_sampled_negatives)
+
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.user_tower(features)
+        batch_size = tf.shape(query)[0]
         positive_index = self.embeddings.video.indices(features["video_id"])
+        if training and self.frequency is not None:
+            self.frequency.update(positive_index)
         candidate_index = positive_index
         if self.config.num_sampled_negatives > 0:
-            # Extra negatives from the background distribution Q, shared by the whole batch.
-            sampled = tf.random.categorical(self.log_q[None, :], self.config.num_sampled_negatives,
-                                            dtype=tf.int64)[0]
+            # Extra negatives from the background distribution, shared by the whole batch.
+            sampled = tf.random.categorical(self.negative_logits, self.config.num_sampled_negatives, dtype=tf.int64)[0]
             candidate_index = tf.concat([positive_index, sampled], axis=0)
         candidates = self.embeddings.video.embedding(candidate_index)
         if self.config.l2_normalize:
             candidates = tf.math.l2_normalize(candidates, axis=-1)
-        # Positives and sampled negatives both enter the batch in proportion to Q, so one
-        # correction, -log Q_j, applies to every candidate column.
-        q = tf.exp(tf.gather(self.log_q, candidate_index)) if self.config.log_q_correction else None
+        q = self.sampling_probability(candidate_index, batch_size) if self.config.log_q_correction else None
         if not training and self.topk is not None:
             # Scored against the whole corpus, for the positives only (not the sampled negatives).
-            self.topk.update_state(query, candidates[: tf.shape(query)[0]], true_candidate_ids=positive_index)
+            self.topk.update_state(query, candidates[:batch_size], true_candidate_ids=positive_index)
         return self.task(
             query,
             candidates,

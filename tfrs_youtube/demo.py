@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from tfrs_youtube.data.examples import ExampleConfig
+from tfrs_youtube import presets
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate
 from tfrs_youtube.export import export_saved_model
 from tfrs_youtube.training import TrainConfig, TrainedSystem, train_two_stage
@@ -29,9 +29,7 @@ class DemoConfig:
     """Sizes of the demo; the defaults take a few minutes on 2 CPU cores."""
 
     synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
-    # One cut in time for both stages: nothing after it trains either (see ExampleConfig.split).
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(examples=ExampleConfig(split="time")))
+    train: TrainConfig = dataclasses.field(default_factory=presets.synthetic_demo)
     datasets_dir: str = "datasets"
     saved_models_dir: str = "saved_models"
     model_name: str = "demo"

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator, background_probabilities
+from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
+from tfrs_youtube.sampling import background_probabilities
 from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
 from tfrs_youtube.data.schema import EventLog
 from tfrs_youtube.evaluation import (DEFAULT_KS, auc, evaluate_popularity, evaluate_random, evaluate_retrieval,
@@ -101,6 +102,9 @@ def train_candidate_generator(builder: ExampleBuilder, config: TrainConfig, embe
     train = builder.retrieval_examples("train")
     validation = builder.retrieval_examples("validation")
     test = builder.retrieval_examples("test")
+    if len(train["video_id"]) == 0:
+        raise ValueError(f"{builder.log.name}: no training examples: every watch is held out "
+                         f"(split {builder.config.split!r}); users need more watches than the held-out ones")
     if embeddings is None:
         embeddings = FeatureEmbeddings.from_examples(builder.log, config.embeddings,
                                                      example_age_s=train["example_age_s"])
@@ -115,16 +119,16 @@ def train_candidate_generator(builder: ExampleBuilder, config: TrainConfig, embe
 
 
 def evaluate_candidates(run: CandidateRun, builder: ExampleBuilder, split: str = "test", ks=DEFAULT_KS,
-                        baselines: bool = True, seed: int = 0) -> dict:
-    """Full-corpus exact HR/NDCG/MAP@K of a split's targets, each user's whole history excluded,
-    with most-popular and chance beside it."""
+                        baselines: bool = True, seed: int = 0, index: str = "exact") -> dict:
+    """Full-corpus HR/NDCG/MAP@K of a split's targets, each user's whole history excluded, by exact
+    search or by ScaNN (`index`), with most-popular and chance beside it."""
     examples = run.test if split == "test" else run.validation
     item_ids = np.asarray(run.embeddings.video.vocabulary, dtype=object)
     item_vectors = run.model.video_vectors(tf.constant(item_ids.astype(str))).numpy()
     user_vectors = _predict(run.model.user_tower, examples)
     exclude = builder.watched(split)
     report = {"tfrs_youtube": evaluate_retrieval(user_vectors, item_vectors, item_ids, examples["video_id"],
-                                                 exclude, ks)}
+                                                 exclude, ks, index=index)}
     if baselines:
         report["most_popular"] = evaluate_popularity(item_ids, run.train["video_id"], examples["video_id"],
                                                      exclude, ks)

@@ -1,0 +1,97 @@
+"""The log Q correction: sampling probabilities derived, checked by simulation and by hand."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
+from tfrs_youtube.data.examples import ExampleBuilder
+from tfrs_youtube.features.embeddings import FeatureEmbeddings
+from tfrs_youtube.pipeline import as_tensors
+from tfrs_youtube.sampling import (background_probabilities, in_batch_probability, inclusion_probability,
+                                   uniform_probabilities)
+
+
+def test_inclusion_probability_by_hand():
+    p = tf.constant([0.5, 0.3, 0.2])
+    np.testing.assert_allclose(in_batch_probability(p, 2).numpy(), [0.75, 0.51, 0.36], rtol=1e-6)
+    q = tf.constant([1 / 3, 1 / 3, 1 / 3])
+    expected = 1 - np.array([0.25, 0.49, 0.64]) * (2 / 3) ** 3
+    np.testing.assert_allclose(inclusion_probability(in_batch_probability(p, 2), q, 3).numpy(), expected, rtol=1e-6)
+
+
+def test_inclusion_probability_matches_simulated_batches():
+    rng = np.random.default_rng(0)
+    p = np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    q = np.array([0.1, 0.1, 0.2, 0.2, 0.2, 0.2])
+    B, M, trials = 4, 3, 40_000
+    positives = rng.choice(len(p), size=(trials, B), p=p)
+    negatives = rng.choice(len(q), size=(trials, M), p=q)
+    present = np.zeros((trials, len(p)), bool)
+    np.put_along_axis(present, positives, True, axis=1)
+    np.put_along_axis(present, negatives, True, axis=1)
+    formula = inclusion_probability(in_batch_probability(tf.constant(p), B), tf.constant(q), M).numpy()
+    np.testing.assert_allclose(present.mean(axis=0), formula, atol=0.01)
+
+
+def test_background_probabilities_count_labels_and_smooth():
+    p = background_probabilities(["a", "b", "c"], np.array(["a", "a", "b", "zzz"]))
+    np.testing.assert_allclose(p, [0, 3 / 6, 2 / 6, 1 / 6])  # add-one; index 0 is out of vocabulary
+    np.testing.assert_allclose(uniform_probabilities(4), [0, 0.25, 0.25, 0.25, 0.25])
+
+
+@pytest.fixture(scope="module")
+def small_model(tiny_log):
+    train = ExampleBuilder(tiny_log).retrieval_examples("train")
+    embeddings = FeatureEmbeddings.from_examples(tiny_log, example_age_s=train["example_age_s"])
+    p = background_probabilities(embeddings.video.vocabulary, train["video_id"])
+    return train, embeddings, p
+
+
+def test_model_loss_equals_the_hand_computed_corrected_softmax(small_model):
+    train, embeddings, p = small_model
+    config = CandidateConfig(num_sampled_negatives=0, temperature=0.5)
+    model = CandidateGenerator(config, embeddings, p, topk_metrics=False)
+    rows = [i for i in range(len(train["video_id"])) if train["video_id"][i] != train["video_id"][0]][:2]
+    batch = as_tensors({k: v[[0] + rows[:1]] for k, v in train.items()})
+    loss = float(model.compute_loss(batch, training=False))
+
+    u = model.user_tower(batch).numpy()
+    index = embeddings.video.indices(batch["video_id"]).numpy()
+    v = model.video_vectors(batch["video_id"]).numpy()
+    B = 2
+    Q = 1 - (1 - p[index]) ** B
+    logits = u @ v.T / 0.5 - np.log(Q)[None, :]
+    expected = -sum(logits[i, i] - np.log(np.exp(logits[i]).sum()) for i in range(B))
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # Without the correction the loss differs: the correction is really applied.
+    plain = CandidateGenerator(CandidateConfig(num_sampled_negatives=0, temperature=0.5, log_q_correction=False),
+                               embeddings, p, topk_metrics=False)
+    assert float(plain.compute_loss(batch)) != pytest.approx(loss, rel=1e-3)
+
+
+def test_sampled_negatives_follow_the_background_distribution(small_model):
+    _, embeddings, p = small_model
+    model = CandidateGenerator(CandidateConfig(), embeddings, p, topk_metrics=False)
+    tf.random.set_seed(0)
+    draws = tf.random.categorical(model.negative_logits, 200_000, dtype=tf.int64)[0].numpy()
+    frequency = np.bincount(draws, minlength=len(p)) / len(draws)
+    top = np.argsort(p)[-20:]
+    np.testing.assert_allclose(frequency[top], p[top], rtol=0.15)
+    assert frequency[0] == 0  # out of vocabulary is never a negative
+
+
+def test_streaming_estimation_updates_inside_the_train_step(small_model):
+    train, embeddings, p = small_model
+    config = CandidateConfig(frequency_estimation="streaming", negative_distribution="uniform",
+                             num_sampled_negatives=16, streaming_buckets=1024)
+    model = CandidateGenerator(config, embeddings, None, topk_metrics=False)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    data = tf.data.Dataset.from_tensor_slices(as_tensors({k: v[:512] for k, v in train.items()})).batch(64)
+    history = model.fit(data, epochs=2, verbose=0)
+    assert int(model.frequency.step.numpy()) == 16  # 8 batches x 2 epochs
+    assert np.isfinite(history.history["loss"]).all()
+    # The most frequent label of those batches is estimated as more frequent than a rare one.
+    labels, counts = np.unique(train["video_id"][:512], return_counts=True)
+    est = model.frequency.probability(embeddings.video.indices(tf.constant(labels[[counts.argmax(), counts.argmin()]])))
+    assert est.numpy()[0] > est.numpy()[1]

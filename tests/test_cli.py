@@ -20,7 +20,7 @@ def test_evaluate_writes_a_json_report(tmp_path, index):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["index"] == index and report["split"] == "test"
+    assert report["index"] == index and report["split"] == "test" and report["watched_excluded"]
     assert set(report["metrics"]) == {"tfrs_youtube", "most_popular", "random"}
     for metrics in report["metrics"].values():
         assert set(metrics) == {"HR@1", "NDCG@1", "MAP@1", "HR@3", "NDCG@3", "MAP@3"}

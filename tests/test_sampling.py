@@ -8,30 +8,28 @@ from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
 from tfrs_youtube.data.examples import ExampleBuilder
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.pipeline import as_tensors
-from tfrs_youtube.sampling import (background_probabilities, in_batch_probability, inclusion_probability,
-                                   uniform_probabilities)
+from tfrs_youtube.sampling import background_probabilities, expected_count, expected_in_batch, uniform_probabilities
 
 
-def test_inclusion_probability_by_hand():
+def test_expected_count_by_hand():
     p = tf.constant([0.5, 0.3, 0.2])
-    np.testing.assert_allclose(in_batch_probability(p, 2).numpy(), [0.75, 0.51, 0.36], rtol=1e-6)
-    q = tf.constant([1 / 3, 1 / 3, 1 / 3])
-    expected = 1 - np.array([0.25, 0.49, 0.64]) * (2 / 3) ** 3
-    np.testing.assert_allclose(inclusion_probability(in_batch_probability(p, 2), q, 3).numpy(), expected, rtol=1e-6)
+    q = tf.constant([0.1, 0.3, 0.6])
+    np.testing.assert_allclose(expected_in_batch(p, 4).numpy(), [2.0, 1.2, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(expected_count(expected_in_batch(p, 4), q, 10).numpy(), [3.0, 4.2, 6.8], rtol=1e-6)
+    np.testing.assert_allclose(expected_count(tf.constant([0.0]), None, 0).numpy(), [1e-12])  # floored
 
 
-def test_inclusion_probability_matches_simulated_batches():
+def test_expected_count_matches_simulated_batches():
+    """Copies of each item among B positives drawn from p and M negatives drawn from q."""
     rng = np.random.default_rng(0)
     p = np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
     q = np.array([0.1, 0.1, 0.2, 0.2, 0.2, 0.2])
-    B, M, trials = 4, 3, 40_000
+    B, M, trials = 8, 5, 40_000
     positives = rng.choice(len(p), size=(trials, B), p=p)
     negatives = rng.choice(len(q), size=(trials, M), p=q)
-    present = np.zeros((trials, len(p)), bool)
-    np.put_along_axis(present, positives, True, axis=1)
-    np.put_along_axis(present, negatives, True, axis=1)
-    formula = inclusion_probability(in_batch_probability(tf.constant(p), B), tf.constant(q), M).numpy()
-    np.testing.assert_allclose(present.mean(axis=0), formula, atol=0.01)
+    counts = np.stack([np.bincount(np.r_[a, b], minlength=len(p)) for a, b in zip(positives, negatives)])
+    formula = expected_count(expected_in_batch(tf.constant(p), B), tf.constant(q), M).numpy()
+    np.testing.assert_allclose(counts.mean(axis=0), formula, rtol=0.02)
 
 
 def test_background_probabilities_count_labels_and_smooth():
@@ -60,7 +58,7 @@ def test_model_loss_equals_the_hand_computed_corrected_softmax(small_model):
     index = embeddings.video.indices(batch["video_id"]).numpy()
     v = model.video_vectors(batch["video_id"]).numpy()
     B = 2
-    Q = 1 - (1 - p[index]) ** B
+    Q = B * p[index]  # expected copies among the two positives
     logits = u @ v.T / 0.5 - np.log(Q)[None, :]
     expected = -sum(logits[i, i] - np.log(np.exp(logits[i]).sum()) for i in range(B))
     assert loss == pytest.approx(expected, rel=1e-5)
@@ -95,3 +93,21 @@ def test_streaming_estimation_updates_inside_the_train_step(small_model):
     labels, counts = np.unique(train["video_id"][:512], return_counts=True)
     est = model.frequency.probability(embeddings.video.indices(tf.constant(labels[[counts.argmax(), counts.argmin()]])))
     assert est.numpy()[0] > est.numpy()[1]
+
+
+def test_correction_survives_tfrs_clipping_for_frequent_videos(small_model):
+    """TFRS clips sampling probabilities into [1e-6, 1]; B p above 1 must still be corrected."""
+    train, embeddings, _ = small_model
+    _, first = np.unique(train["video_id"], return_index=True)
+    rows = first[:4]  # four different videos
+    batch = as_tensors({k: v[rows] for k, v in train.items()})
+    index = embeddings.video.indices(batch["video_id"]).numpy()
+    p = np.full(embeddings.video.vocabulary_size + 1, 1e-4, np.float32)
+    p[index] = [0.5, 0.3, 0.1, 0.02]  # B p = 2.0, 1.2, 0.4, 0.08
+    model = CandidateGenerator(CandidateConfig(num_sampled_negatives=0, temperature=0.5), embeddings, p,
+                               topk_metrics=False)
+    loss = float(model.compute_loss(batch))
+    u, v = model.user_tower(batch).numpy(), model.video_vectors(batch["video_id"]).numpy()
+    logits = u @ v.T / 0.5 - np.log(4 * p[index])[None, :]
+    expected = -sum(logits[i, i] - np.log(np.exp(logits[i]).sum()) for i in range(4))
+    assert loss == pytest.approx(expected, rel=1e-5)

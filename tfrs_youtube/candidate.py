@@ -17,7 +17,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.frequency import StreamingFrequencyEstimator
-from tfrs_youtube.sampling import in_batch_probability, inclusion_probability, uniform_probabilities
+from tfrs_youtube.sampling import expected_count, expected_in_batch, per_draw_probability, uniform_probabilities
 
 # Figure 6's tower shapes, as multiples of the output width d (the last layer is d).
 DEPTH_PRESETS = {0: (), 1: (1,), 2: (2, 1), 3: (4, 2, 1), 4: (8, 4, 2, 1)}
@@ -32,7 +32,7 @@ class CandidateConfig:
       num_sampled_negatives: extra negatives per batch, drawn from the background distribution.
       negative_distribution: "unigram" (label frequency, as the paper samples) or "uniform".
       log_q_correction: subtract log Q from every logit (the sampling-bias correction), Q being
-        each candidate's probability to be in the batch's candidate set (see `sampling`).
+        each candidate's expected number of copies in the batch's candidate set (see `sampling`).
       frequency_estimation: where the positives' part of Q comes from: "counts" (label counts of
         the training data) or "streaming" (Yi et al.'s hash-array estimator, updated in every
         training step, for data that arrives as a stream).
@@ -197,13 +197,14 @@ class CandidateGenerator(tfrs.Model):
         return {k: v for k, v in logs.items() if not k.startswith(self.topk.name)} if self.topk else logs
 
     def sampling_probability(self, candidate_index: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
-        """Q_j for each candidate column: its chance to be in this batch's candidate set."""
+        """Q_j for each candidate column: its expected number of copies in this batch's
+        candidate set (see `sampling`)."""
         if self.frequency is not None:
             in_positives = self.frequency.probability(candidate_index)
         else:
-            in_positives = in_batch_probability(tf.gather(self.label_probability, candidate_index), batch_size)
-        return inclusion_probability(in_positives, tf.gather(self.negative_probability, candidate_index),
-                                     self.config.num_sampled_negatives)
+            in_positives = expected_in_batch(tf.gather(self.label_probability, candidate_index), batch_size)
+        return expected_count(in_positives, tf.gather(self.negative_probability, candidate_index),
+                              self.config.num_sampled_negatives)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.user_tower(features)
@@ -219,7 +220,10 @@ class CandidateGenerator(tfrs.Model):
         candidates = self.embeddings.video.embedding(candidate_index)
         if self.config.l2_normalize:
             candidates = tf.math.l2_normalize(candidates, axis=-1)
-        q = self.sampling_probability(candidate_index, batch_size) if self.config.log_q_correction else None
+        q = None
+        if self.config.log_q_correction:
+            q = per_draw_probability(self.sampling_probability(candidate_index, batch_size), batch_size,
+                                     self.config.num_sampled_negatives)
         if not training and self.topk is not None:
             # Scored against the whole corpus, for the positives only (not the sampled negatives).
             self.topk.update_state(query, candidates[:batch_size], true_candidate_ids=positive_index)

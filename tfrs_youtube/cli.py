@@ -75,7 +75,9 @@ def _evaluate(args) -> int:
     run = train_candidate_generator(builder, config, verbose=args.verbose)
     ks = tuple(int(k) for k in args.ks.split(","))
     report = {"dataset": log.name, "split": args.split, "index": args.index, "train_s": run.train_s,
-              "metrics": evaluate_candidates(run, builder, args.split, ks, index=args.index)}
+              "watched_excluded": not args.keep_watched,
+              "metrics": evaluate_candidates(run, builder, args.split, ks, index=args.index,
+                                             exclude_watched=not args.keep_watched)}
     text = json.dumps(report, indent=2, default=lambda v: float(np.asarray(v)))
     if args.json:
         with open(args.json, "w") as f:
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--index", choices=("exact", "scann"), default="exact")
     ev.add_argument("--split", choices=("test", "validation"), default="test")
     ev.add_argument("--ks", default="10,50,100")
+    ev.add_argument("--keep-watched", action="store_true", help="rank videos the user already watched too")
     ev.add_argument("--epochs", type=int, help="override the preset's epochs")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--verbose", type=int, default=1)

@@ -11,7 +11,9 @@ def movielens(seed: int = 0) -> TrainConfig:
 
     Per user the last rating is the test target and the one before it the validation target;
     ratings of the same second keep their file order. MovieLens has no searches and a single
-    language, so those inputs are off.
+    language, so those inputs are off. Chosen on the validation target (two seeds each, HR@10):
+    recency decay 0.2 (0.229) over 0.1 (0.217) and 0.05 (0.204); no sampled negatives (no
+    different on 1,682 items, and faster); 10 epochs (5: 0.190; 15: no better).
     """
     config = TrainConfig(seed=seed)
     config.examples = ExampleConfig(split="user_last", num_test=1, num_validation=1, ties="file_order",
@@ -19,6 +21,8 @@ def movielens(seed: int = 0) -> TrainConfig:
     config.candidate_epochs = 10
     config.batch_size = 512
     config.candidate.use_searches = False
+    config.candidate.recency_decay = 0.2
+    config.candidate.num_sampled_negatives = 0
     config.candidate.seed = seed
     config.embeddings.seed = seed
     return config

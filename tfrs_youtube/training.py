@@ -119,14 +119,16 @@ def train_candidate_generator(builder: ExampleBuilder, config: TrainConfig, embe
 
 
 def evaluate_candidates(run: CandidateRun, builder: ExampleBuilder, split: str = "test", ks=DEFAULT_KS,
-                        baselines: bool = True, seed: int = 0, index: str = "exact") -> dict:
-    """Full-corpus HR/NDCG/MAP@K of a split's targets, each user's whole history excluded, by exact
-    search or by ScaNN (`index`), with most-popular and chance beside it."""
+                        baselines: bool = True, seed: int = 0, index: str = "exact",
+                        exclude_watched: bool = True) -> dict:
+    """Full-corpus HR/NDCG/MAP@K of a split's targets, each user's whole history excluded (unless
+    `exclude_watched` is False), by exact search or by ScaNN (`index`), with most-popular and
+    chance beside it."""
     examples = run.test if split == "test" else run.validation
     item_ids = np.asarray(run.embeddings.video.vocabulary, dtype=object)
     item_vectors = run.model.video_vectors(tf.constant(item_ids.astype(str))).numpy()
     user_vectors = _predict(run.model.user_tower, examples)
-    exclude = builder.watched(split)
+    exclude = builder.watched(split) if exclude_watched else None
     report = {"tfrs_youtube": evaluate_retrieval(user_vectors, item_vectors, item_ids, examples["video_id"],
                                                  exclude, ks, index=index)}
     if baselines:

@@ -45,7 +45,7 @@ ABLATIONS = {
     "depth 3": {"candidate.depth": 3},
     "depth 4": {"candidate.depth": 4},
     "no log Q correction": {"candidate.log_q_correction": False},
-    "no sampled negatives": {"candidate.num_sampled_negatives": 0},
+    "256 sampled negatives": {"candidate.num_sampled_negatives": 256},
     "no watch history": {"candidate.use_watches": False},
     "no geography": {"candidate.use_geography": False},
     "no demographics": {"candidate.use_demographics": False},

@@ -65,15 +65,17 @@ def test_scann_evaluation_ranks_what_scann_returns():
     targets = ids[order[np.arange(400), rng.integers(5, 60, 400)]]  # never in the history
     history = ids[order[:, :5]]
     exact = evaluate_retrieval(users, items, ids, targets, history, ks=(10, 50))
-    searcher = scann_searcher(items, 55)
+    # Half the leaves searched: ScaNN's tree starts from a random clustering, and a thin search of
+    # an unlucky tree can miss a tenth of the top 50 (seen once in eight default builds).
+    searcher = scann_searcher(items, 55, leaves_to_search=28)
     approx = evaluate_retrieval(users, items, ids, targets, history, ks=(10, 50), index=searcher)
     # By hand: ScaNN's neighbours, the history dropped, the target's position in what is left.
     neighbours, _ = searcher.search_batched(users, final_num_neighbors=55)
     hits = [t in [ids[j] for j in row if ids[j] not in set(h)][:10] for t, row, h in zip(targets, neighbours, history)]
     assert approx["HR@10"] == pytest.approx(np.mean(hits))
     assert 0.05 < exact["HR@10"] < 0.9
-    assert approx["HR@50"] > exact["HR@50"] - 0.1  # ScaNN finds most of the exact top 50 (~93% here)
-    fresh = evaluate_retrieval(users, items, ids, targets, history, ks=(10, 50), index="scann")
-    assert abs(fresh["HR@10"] - approx["HR@10"]) < 0.05
+    assert approx["HR@50"] > exact["HR@50"] - 0.05  # ScaNN finds nearly all of the exact top 50
+    default = evaluate_retrieval(users, items, ids, targets, history, ks=(10, 50), index="scann")
+    assert default["HR@50"] > exact["HR@50"] - 0.2  # a missed item can also lift a target: no upper bound
     with pytest.raises(ValueError, match="index"):
         evaluate_retrieval(users, items, ids, targets, index="faiss")

@@ -111,3 +111,25 @@ def test_correction_survives_tfrs_clipping_for_frequent_videos(small_model):
     logits = u @ v.T / 0.5 - np.log(4 * p[index])[None, :]
     expected = -sum(logits[i, i] - np.log(np.exp(logits[i]).sum()) for i in range(4))
     assert loss == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_keras_fit_reports_factorized_top_k_during_validation(tiny_log):
+    """The README's use: CandidateGenerator(config, embeddings); compile; fit with validation data."""
+    from tfrs_youtube.pipeline import to_dataset
+
+    builder = ExampleBuilder(tiny_log)
+    train, validation = builder.retrieval_examples("train"), builder.retrieval_examples("validation")
+    embeddings = FeatureEmbeddings.from_examples(tiny_log, label_videos=train["video_id"],
+                                                 example_age_s=train["example_age_s"])
+    np.testing.assert_allclose(embeddings.video_label_probability,
+                               background_probabilities(embeddings.video.vocabulary, train["video_id"]))
+    model = CandidateGenerator(CandidateConfig(), embeddings)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    history = model.fit(to_dataset(train, 256, shuffle=True), validation_data=to_dataset(validation, 512),
+                        epochs=2, verbose=0).history
+    for k in (10, 50, 100):
+        values = history[f"val_factorized_top_k/top_{k}_categorical_accuracy"]
+        assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values)
+    assert history["val_factorized_top_k/top_100_categorical_accuracy"][-1] > 100 / 300  # above chance
+    assert "factorized_top_k/top_10_categorical_accuracy" not in history  # not computed in training

@@ -121,8 +121,8 @@ class CandidateGenerator(tfrs.Model):
       config: a `CandidateConfig`.
       embeddings: the shared `FeatureEmbeddings` (its video table gives the candidates).
       sampling_probabilities: p, the per-example label probability over the video table's indices
-        (see `sampling.background_probabilities`); optional with streaming estimation and uniform
-        negatives.
+        (see `sampling.background_probabilities`); by default the embeddings' own
+        `video_label_probability` (from `FeatureEmbeddings.from_examples`).
       topk_metrics: when True, validation reports factorized top-K accuracy over the corpus.
     """
 
@@ -137,6 +137,8 @@ class CandidateGenerator(tfrs.Model):
         self.embeddings = embeddings
         self.user_tower = UserTower(embeddings, config, name="user_tower")
         size = embeddings.video.vocabulary_size
+        if sampling_probabilities is None:
+            sampling_probabilities = embeddings.video_label_probability
         if sampling_probabilities is None:
             if config.frequency_estimation == "counts" or config.negative_distribution == "unigram":
                 raise ValueError("sampling_probabilities (label frequencies) are needed for count-based "

@@ -8,11 +8,11 @@ AUC and by the paper's weighted per-user loss (the share of watch time the ranki
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+
+from tfrs_youtube.index import scann_settings
 
 DEFAULT_KS = (10, 50, 100)
 
@@ -62,22 +62,21 @@ def metrics_from_ranks(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, float]:
     return out
 
 
-def scann_searcher(item_vectors: np.ndarray, num_neighbors: int, num_leaves: int | None = None,
-                   leaves_to_search: int | None = None, reorder: int | None = None):
-    """A ScaNN dot-product searcher over the items, configured from the corpus size as at serving:
-    about sqrt(N) leaves, asymmetric hashing, exact reordering of the best candidates."""
+def scann_searcher(item_vectors: np.ndarray, num_neighbors: int, **overrides):
+    """A ScaNN dot-product searcher over the items, configured from the corpus as at serving
+    (`index.scann_settings`: tree, asymmetric hashing, exact reordering)."""
     from scann import scann_ops_pybind
 
     n = len(item_vectors)
-    leaves = num_leaves or max(2, int(round(math.sqrt(n))))
-    to_search = leaves_to_search or min(leaves, max(8, leaves // 10, math.ceil(leaves * 10 * num_neighbors / n)))
     builder = scann_ops_pybind.builder(np.asarray(item_vectors, np.float32), num_neighbors, "dot_product")
     if n < 256:
         # Too few points to train partitions or quantisation codebooks on; exact scoring is cheap.
         return builder.score_brute_force().build()
-    builder = builder.tree(num_leaves=leaves, num_leaves_to_search=to_search, training_sample_size=n)
+    settings = scann_settings(n, num_neighbors, **overrides)
+    builder = builder.tree(num_leaves=settings["num_leaves"], num_leaves_to_search=settings["leaves_to_search"],
+                           training_sample_size=n)
     builder = builder.score_ah(2, anisotropic_quantization_threshold=0.2)
-    return builder.reorder(reorder or max(2 * num_neighbors, 500)).build()
+    return builder.reorder(settings["reordering_candidates"]).build()
 
 
 def evaluate_retrieval(user_vectors: np.ndarray, item_vectors: np.ndarray, item_ids: np.ndarray,

@@ -10,7 +10,6 @@ watch time come out. No preprocessing happens outside the graph.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.candidate import CandidateGenerator
 from tfrs_youtube.data.examples import IMPRESSION_WINDOW_S, NEVER_WATCHED_S
+from tfrs_youtube.index import scann_settings
 from tfrs_youtube.ranking import Ranker
 
 # The request: batch dimension first; histories padded with "" (their ages then ignored).
@@ -93,16 +93,13 @@ class TwoStageRecommender(tf.Module):
         n = len(ids)
         if self.config.num_candidates > n:
             raise ValueError(f"num_candidates {self.config.num_candidates} exceeds the corpus ({n} videos)")
-        leaves = self.config.num_leaves or max(1, int(round(math.sqrt(n))))
-        # Search a tenth of the leaves, and at least enough to hold ten times N candidates, so
-        # the quantised search rarely misses a true top-N video before exact reordering.
-        to_search = self.config.leaves_to_search or min(
-            leaves, max(8, leaves // 10, math.ceil(leaves * 10 * self.config.num_candidates / n)))
+        settings = scann_settings(n, self.config.num_candidates, self.config.num_leaves,
+                                  self.config.leaves_to_search, self.config.reorder)
         self.index = tfrs.layers.factorized_top_k.ScaNN(
             k=self.config.num_candidates,
-            num_leaves=leaves,
-            num_leaves_to_search=to_search,
-            num_reordering_candidates=self.config.reorder or max(self.config.num_candidates * 2, 500),
+            num_leaves=settings["num_leaves"],
+            num_leaves_to_search=settings["leaves_to_search"],
+            num_reordering_candidates=settings["reordering_candidates"],
             training_iterations=10,
         )
         self.index.index(vectors, tf.constant(ids))
@@ -114,8 +111,7 @@ class TwoStageRecommender(tf.Module):
         self.retrieve = tf.function(self._retrieve, input_signature=[self.request_signature])
         self.user_embedding = tf.function(self._user_embedding, input_signature=[self.request_signature])
         self.corpus_ids = ids  # numpy, not tracked: the index holds its own copy
-        self.index_settings = {"num_leaves": leaves, "leaves_to_search": to_search,
-                               "reordering_candidates": self.index._num_reordering_candidates}
+        self.index_settings = settings
 
     def index_recall(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> float:
         """Share of the exact top-N (by dot product) that ScaNN's top-N finds, over these users."""

@@ -16,7 +16,6 @@ import pandas as pd
 import tensorflow as tf
 
 from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
-from tfrs_youtube.sampling import background_probabilities
 from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
 from tfrs_youtube.data.schema import EventLog
 from tfrs_youtube.evaluation import (DEFAULT_KS, auc, evaluate_popularity, evaluate_random, evaluate_retrieval,
@@ -106,10 +105,9 @@ def train_candidate_generator(builder: ExampleBuilder, config: TrainConfig, embe
         raise ValueError(f"{builder.log.name}: no training examples: every watch is held out "
                          f"(split {builder.config.split!r}); users need more watches than the held-out ones")
     if embeddings is None:
-        embeddings = FeatureEmbeddings.from_examples(builder.log, config.embeddings,
+        embeddings = FeatureEmbeddings.from_examples(builder.log, config.embeddings, label_videos=train["video_id"],
                                                      example_age_s=train["example_age_s"])
-    q = background_probabilities(embeddings.video.vocabulary, train["video_id"])
-    model = CandidateGenerator(config.candidate, embeddings, q)
+    model = CandidateGenerator(config.candidate, embeddings)  # samples by the embeddings' label frequencies
     model.compile(optimizer=tf.keras.optimizers.Adam(config.candidate.learning_rate))
     started = time.perf_counter()
     model.fit(to_dataset(train, config.batch_size, shuffle=True, seed=config.seed),
@@ -154,7 +152,7 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     if len(rank_train_rows):
         continuous.update({k: rank_train[k] for k in ("time_since_topic_watch_s", "previous_impressions",
                                                       "video_age_s")})
-    embeddings = FeatureEmbeddings.from_examples(log, config.embeddings, **continuous)
+    embeddings = FeatureEmbeddings.from_examples(log, config.embeddings, label_videos=train["video_id"], **continuous)
 
     report: dict = {"dataset": log.name, "users": len(log.users), "videos": len(log.videos)}
     say("training the candidate generator")

@@ -154,10 +154,18 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
             for table in [self.video, self.token, *self.categorical.values()]:
                 table(tf.constant([""]))
         self.built = True
+        # Set by `from_examples`: label frequency over the video table's indices (0: unknown).
+        self.video_label_probability: np.ndarray | None = None
 
     @classmethod
-    def from_examples(cls, log, config: EmbeddingConfig | None = None, **continuous_values) -> "FeatureEmbeddings":
-        """Vocabularies from the event log; quantiles from the given continuous feature arrays."""
+    def from_examples(cls, log, config: EmbeddingConfig | None = None, label_videos=None,
+                      **continuous_values) -> "FeatureEmbeddings":
+        """Vocabularies from the event log; quantiles from the given continuous feature arrays.
+
+        `label_videos` (the training labels; default every watch of the log) gives the videos'
+        label frequencies, `video_label_probability`, which candidate generation samples from
+        and corrects by.
+        """
         tokens = log.searches["query"].str.split().explode().dropna() if len(log.searches) else []
         vocabularies = {
             "video": _vocabulary(log.videos["video_id"]),
@@ -173,6 +181,10 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
             if name in log.users.columns:
                 vocabularies[name] = _vocabulary(log.users[name].astype(str))
         layer = cls(vocabularies, config)
+        from tfrs_youtube.sampling import background_probabilities
+
+        labels = log.watches["video_id"].to_numpy() if label_videos is None else np.asarray(label_videos)
+        layer.video_label_probability = background_probabilities(layer.video.vocabulary, labels)
         continuous_values.setdefault("age", log.users["age"].to_numpy())
         layer.adapt_continuous(**continuous_values)
         return layer

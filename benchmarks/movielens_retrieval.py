@@ -13,7 +13,6 @@ target (tuning never looks at the test target).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys

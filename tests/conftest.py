@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,14 @@ import pytest
 import tfrs_youtube  # noqa: F401  (selects Keras 2 before anything imports Keras)
 
 REPO = Path(__file__).resolve().parents[1]
+# The MovieLens-format fixtures are committed as `<file>.fixture` (hand-written, but named so that
+# nothing in the repository looks like a GroupLens file) and laid out under their real names in a
+# temporary directory when the tests start.
+MOVIELENS_FIXTURES = Path(tempfile.mkdtemp(prefix="tfrs-youtube-fixtures-"))
+for _source in (REPO / "tests" / "fixtures").glob("*/*.fixture"):
+    (MOVIELENS_FIXTURES / _source.parent.name).mkdir(exist_ok=True)
+    shutil.copyfile(_source, MOVIELENS_FIXTURES / _source.parent.name / _source.name[: -len(".fixture")])
+
 MOVIELENS_100K = Path(os.environ.get("TFRS_YOUTUBE_MOVIELENS_100K", REPO.parent / "shared/data/movielens/ml-100k"))
 
 

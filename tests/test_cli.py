@@ -3,11 +3,10 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from conftest import MOVIELENS_FIXTURES as FIXTURES  # noqa: E402  (laid out from *.fixture)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from tfrs_youtube.data.movielens import (
 )
 from tfrs_youtube.data.schema import TABLES
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from conftest import MOVIELENS_FIXTURES as FIXTURES  # noqa: E402  (laid out from *.fixture)
 MINI_100K = FIXTURES / "ml-100k-mini"
 MINI_1M = FIXTURES / "ml-1m-mini"
 REAL_100K = Path(

@@ -217,8 +217,8 @@ def _first_k_unwatched(ranked: np.ndarray, history: np.ndarray, k: int) -> np.nd
     """Per row, the first k ids of `ranked` (a row per user, or one shared row) not in the history."""
     out = np.empty((len(history), k), dtype=object)
     for i, seen in enumerate(history):
-        row = ranked[i] if ranked.ndim == 2 else ranked
-        out[i] = [v for v in row if v not in set(seen)][:k]
+        row, seen = (ranked[i] if ranked.ndim == 2 else ranked), set(seen)
+        out[i] = [v for v in row if v not in seen][:k]
     return out
 
 
@@ -254,7 +254,8 @@ def two_stage_report(recommender: TwoStageRecommender, builder: ExampleBuilder, 
     report = {}
     for name, ids in lists.items():
         hits = np.array([t in set(row) for t, row in zip(test["video_id"].astype(str), ids)])
-        on_list = np.array([v in set(ids[r]) for v, r in zip(future["video_id"], future["row"])], bool)
+        listed = [set(row) for row in ids]  # once per user, not once per future watch
+        on_list = np.array([v in listed[r] for v, r in zip(future["video_id"], future["row"])], bool)
         covered = future[on_list].groupby("row")["watch_time_s"].sum().reindex(total.index, fill_value=0.0)
         share = (covered / total.where(total > 0)).dropna()
         report[name] = {f"HR@{k}": float(hits.mean()), f"watch_time_recall@{k}": float(share.mean())}

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterable
-
 import numpy as np
 import pandas as pd
 
@@ -233,8 +231,3 @@ def validate(log: EventLog) -> None:
                 raise SchemaError(
                     name, column, row, f"unknown {column} {tables[name][column].iloc[row]!r} (not in {target})"
                 )
-
-
-def tokens(queries: Iterable[str]) -> list[list[str]]:
-    """Splits search queries into tokens (space-separated, as the schema defines them)."""
-    return [q.split() for q in queries]

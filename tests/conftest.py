@@ -40,14 +40,24 @@ def tiny_system(tiny_log):
 
 
 @pytest.fixture(scope="session")
-def exported_model(tiny_system, tmp_path_factory):
-    from tfrs_youtube.export import export_saved_model
+def exported_models(tiny_system, tmp_path_factory):
+    """{"scann": version dir, "portable": version dir} of the tiny system's export."""
+    from tfrs_youtube.export import export_two_stage
 
     import numpy as np
 
     base = tmp_path_factory.mktemp("saved_models")
     builder = tiny_system.builder
     warmup = [builder.requests(np.array([0, 1]), np.array([int(builder.log.watches["time"].max())] * 2))]
-    path = export_saved_model(tiny_system.recommender, str(base), "tiny", tiny_system.recommender.signatures(),
-                              metadata={"evaluation": tiny_system.report}, warmup_requests=warmup)
-    return path
+    users = builder.requests(np.arange(len(builder.log.users)), np.full(len(builder.log.users),
+                                                                         int(builder.log.watches["time"].max())))
+    from tfrs_youtube.pipeline import as_tensors
+
+    vectors = tiny_system.recommender.user_embedding(as_tensors(users))["user_embedding"].numpy()
+    return export_two_stage(tiny_system.recommender, str(base), "tiny", metadata={"evaluation": tiny_system.report},
+                            warmup_requests=warmup, recall_user_vectors=vectors)
+
+
+@pytest.fixture(scope="session")
+def exported_model(exported_models):
+    return exported_models["scann"]

@@ -14,12 +14,16 @@ def _recommend(args) -> int:
     import tensorflow as tf
 
     from tfrs_youtube.export import latest_version_dir
-    from tfrs_youtube.rest import RequestError, parse_request, response_body
+    from tfrs_youtube.rest import RequestError, error_summary, parse_request, response_body
 
     model_dir = args.model
     if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
         model_dir = latest_version_dir(model_dir)
     model = tf.saved_model.load(model_dir)
+    if args.signature not in model.signatures:
+        print(json.dumps({"error": f"unknown signature {args.signature!r} (the model has "
+                                   f"{sorted(model.signatures)})"}))
+        return 2
     signature = model.signatures[args.signature]
     text = sys.stdin.read() if args.request == "-" else open(args.request).read()
     try:
@@ -29,7 +33,7 @@ def _recommend(args) -> int:
         print(json.dumps({"error": str(err)}))
         return 2
     except tf.errors.InvalidArgumentError as err:
-        print(json.dumps({"error": err.message}))
+        print(json.dumps({"error": error_summary(err)}))
         return 2
     print(json.dumps(response_body(outputs, form)))
     return 0

@@ -20,7 +20,8 @@ import pandas as pd
 
 from tfrs_youtube import presets
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate
-from tfrs_youtube.export import export_saved_model
+from tfrs_youtube.export import export_two_stage, read_metadata
+from tfrs_youtube.pipeline import as_tensors
 from tfrs_youtube.training import TrainConfig, TrainedSystem, train_two_stage
 
 
@@ -134,25 +135,23 @@ def run_demo(config: DemoConfig | None = None, out=print) -> dict:
     out(_format_table(report))
 
     metadata = {"config": config.train.to_dict(), "synthetic": dataclasses.asdict(config.synthetic),
-                "corpus_size": len(log.videos), "evaluation": report, "versions": _library_versions()}
-    warmup = [{k: v[:1] for k, v in system.builder.requests(np.array([0]), np.array([int(log.watches["time"].max())]
-                                                                                      )).items()}]
-    model_dir = export_saved_model(system.recommender, config.saved_models_dir, config.model_name,
-                                   system.recommender.signatures(), metadata=metadata, warmup_requests=warmup)
-    out(f"\nexported the two-stage SavedModel to {model_dir}")
+                "evaluation": report}
+    builder = system.builder
+    test = builder.retrieval_examples("test")
+    requests = builder.requests(builder.user_codes.get_indexer(test["user_id"]), test["time"].astype(np.int64))
+    warmup = [{k: v[:1] for k, v in requests.items()}]
+    user_vectors = system.recommender.user_embedding(as_tensors(
+        {k: v[:1000] for k, v in requests.items()}))["user_embedding"].numpy()
+    paths = export_two_stage(system.recommender, config.saved_models_dir, config.model_name, metadata=metadata,
+                             warmup_requests=warmup, recall_user_vectors=user_vectors)
+    model_dir = paths["scann"]
+    n = system.recommender.config.num_candidates
+    recall = read_metadata(model_dir)["index"][f"recall_at_{n}"]
+    out(f"\nexported the two-stage SavedModel to {model_dir} (ScaNN finds {recall:.1%} of the exact top-{n})")
+    out(f"and its portable twin (core TensorFlow ops only, exact search) to {paths['portable']}")
     out("serving three users from a fresh Python process (tfrs-youtube recommend):")
     answer = show_recommendations(system, model_dir, config.num_shown_users, out=out)
     out(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
-    return {"report": report, "model_dir": model_dir, "answer": answer}
+    return {"report": report, "model_dir": model_dir, "portable_model_dir": paths["portable"], "answer": answer}
 
 
-def _library_versions() -> dict:
-    import scann  # noqa: F401
-    import tensorflow as tf
-    import tensorflow_recommenders as tfrs
-
-    import tfrs_youtube
-    from importlib.metadata import version
-
-    return {"tfrs_youtube": tfrs_youtube.__version__, "tensorflow": tf.__version__,
-            "tensorflow_recommenders": tfrs.__version__, "scann": version("scann"), "pandas": pd.__version__}

@@ -163,3 +163,29 @@ def weighted_per_user_loss(pages: np.ndarray, clicked: np.ndarray, watch_time_s:
         mispredicted += float((pos.watch.to_numpy() * worse).sum())
         total += float(pos.watch.to_numpy().sum() * len(neg))
     return mispredicted / total if total > 0 else float("nan")
+
+
+def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: int = 10) -> list[dict]:
+    """Mean predicted against mean observed watch time per decile (bin) of the prediction.
+
+    `observed_s` is each impression's watch time (0 when not clicked): a calibrated ranker's
+    exp(logit) matches it on average within every bin. Bins hold equal numbers of impressions
+    (ties in the prediction are split by position).
+    """
+    predicted_s = np.asarray(predicted_s, np.float64)
+    observed_s = np.asarray(observed_s, np.float64)
+    if predicted_s.shape != observed_s.shape or predicted_s.size < bins:
+        raise ValueError(f"calibration needs matching arrays of at least {bins} predictions, got "
+                         f"{predicted_s.shape} and {observed_s.shape}")
+    order = np.argsort(predicted_s, kind="stable")
+    rows = []
+    for decile, members in enumerate(np.array_split(order, bins), start=1):
+        rows.append({"decile": decile, "predicted_s": float(predicted_s[members].mean()),
+                     "observed_s": float(observed_s[members].mean()), "impressions": int(len(members))})
+    return rows
+
+
+def max_calibration_error(rows: list[dict]) -> float:
+    """The largest |predicted / observed - 1| over calibration bins."""
+    return float(max(abs(r["predicted_s"] / r["observed_s"] - 1.0) if r["observed_s"] > 0 else np.inf
+                     for r in rows))

@@ -18,6 +18,21 @@ import tensorflow as tf
 
 METADATA_FILE = "tfrs_youtube.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
+# The portable twin is a model of its own beside the ScaNN one: `<base>/<name>_portable/<version>`.
+PORTABLE_SUFFIX = "_portable"
+
+
+def library_versions() -> dict:
+    """The versions a SavedModel was made with (recorded in its metadata)."""
+    from importlib.metadata import version
+
+    import pandas as pd
+    import tensorflow_recommenders as tfrs
+
+    import tfrs_youtube
+
+    return {"tfrs_youtube": tfrs_youtube.__version__, "tensorflow": tf.__version__,
+            "tensorflow_recommenders": tfrs.__version__, "scann": version("scann"), "pandas": pd.__version__}
 
 
 def versions(model_dir: str) -> list[int]:
@@ -25,6 +40,12 @@ def versions(model_dir: str) -> list[int]:
     if not os.path.isdir(model_dir):
         return []
     return sorted(int(d) for d in os.listdir(model_dir) if d.isdigit())
+
+
+def read_metadata(version_dir: str) -> dict:
+    """The metadata an export wrote beside the SavedModel."""
+    with open(os.path.join(version_dir, "assets.extra", METADATA_FILE)) as f:
+        return json.load(f)
 
 
 def latest_version_dir(model_dir: str) -> str:
@@ -89,3 +110,42 @@ def export_saved_model(module: tf.Module, base_dir: str, name: str, signatures: 
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_two_stage(recommender, base_dir: str, name: str, metadata: dict | None = None,
+                     warmup_requests: list[dict] | None = None, recall_user_vectors: np.ndarray | None = None,
+                     portable: bool = True) -> dict[str, str]:
+    """Exports a `TwoStageRecommender` and its portable twin; returns {"scann": dir, "portable": dir}.
+
+    The ScaNN variant goes to `<base>/<name>/<version>`, the twin (core ops only, exact search;
+    what stock TF Serving can load) to `<base>/<name>_portable/<version>`. Both carry the same
+    signatures, warmup requests and metadata: serving config, corpus size, library versions,
+    the caller's `metadata` (e.g. evaluation figures) and, given user vectors, ScaNN's recall of
+    the exact top-N and top-100 measured at export.
+    """
+    from tfrs_youtube.serving import TwoStageRecommender
+
+    if not isinstance(recommender, TwoStageRecommender):
+        raise TypeError(f"export_two_stage needs a TwoStageRecommender, got {type(recommender).__name__}")
+    import dataclasses
+
+    info = dict(metadata or {})
+    info.update(corpus_size=int(len(recommender.corpus_ids)), library_versions=library_versions(),
+                serving=dataclasses.asdict(recommender.config), signatures=sorted(recommender.signatures()))
+    index = dict(recommender.index_settings)
+    if recall_user_vectors is not None and len(recall_user_vectors):
+        index[f"recall_at_{recommender.config.num_candidates}"] = recommender.index_recall(recall_user_vectors)
+        k = min(100, recommender.config.num_candidates)
+        index[f"recall_at_{k}"] = recommender.index_recall(recall_user_vectors, k=k)
+        index["recall_queries"] = int(len(recall_user_vectors))
+    info["index"] = index
+    paths = {recommender.config.index: export_saved_model(
+        recommender, base_dir, name, recommender.signatures(), metadata=dict(info, variant=recommender.config.index),
+        warmup_requests=warmup_requests)}
+    if portable and recommender.config.index != "exact":
+        twin = recommender.portable()
+        paths["portable"] = export_saved_model(
+            twin, base_dir, name + PORTABLE_SUFFIX, twin.signatures(),
+            metadata=dict(info, variant="portable", index={"exact": True}, scann_variant=name),
+            warmup_requests=warmup_requests, custom_op_namespaces=())
+    return paths

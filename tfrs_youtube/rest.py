@@ -104,3 +104,20 @@ def response_body(outputs: dict[str, tf.Tensor], form: str) -> dict:
         return {"outputs": columns}
     batch = len(next(iter(columns.values())))
     return {"predictions": [{name: col[i] for name, col in columns.items()} for i in range(batch)]}
+
+
+def error_summary(err: Exception) -> str:
+    """One line for a model's InvalidArgument: the check that failed and the input it names.
+
+    TensorFlow wraps an in-graph assertion in a multi-line report ("Graph execution error:",
+    node names, stack); what a client needs is the assertion's own message.
+    """
+    text = getattr(err, "message", None) or str(err)
+    for marker in ("request input", "Shape of tensor", "expected to be a"):
+        for line in text.splitlines():
+            if marker in line:
+                line = line.strip().replace("\\'", "'")
+                if "assertion failed: [" in line:
+                    line = line.split("assertion failed: [", 1)[1].split("]", 1)[0]
+                return line
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__

@@ -5,6 +5,13 @@ retrieves the top-N videos by dot product (sublinear in the corpus), each candid
 features are derived inside the graph from the request (time since the user last watched its
 topic, how often it was shown lately, its age), the ranker scores them, and the top-K by expected
 watch time come out. No preprocessing happens outside the graph.
+
+Two variants share everything but the index: `index="scann"` (ScaNN's ops, sublinear; needs a
+TF Serving built with them) and `index="exact"`, the portable twin (TFRS's brute-force layer:
+MatMul and TopKV2 only, servable by stock TF Serving). Every signature checks its request first
+and refuses, with an InvalidArgument naming the input, mismatched batch sizes, histories whose
+ages do not line up, and NaN, infinite or negative numbers; unknown ids are not errors (they
+embed to zero, as out-of-vocabulary ids do in training).
 """
 
 from __future__ import annotations
@@ -37,6 +44,50 @@ REQUEST_SIGNATURE = {
 }
 
 
+INDEXES = ("scann", "exact")
+# Inputs that are numbers: finite, and (ages, times) never negative.
+NON_NEGATIVE_INPUTS = ("watch_ages_s", "impression_ages_s", "age", "request_time")
+# History inputs whose ages must line up with them, element by element.
+AGED_HISTORIES = {"watch_ages_s": "watch_history", "impression_ages_s": "impression_history"}
+CANDIDATES_INPUT = "candidate_ids"
+
+
+def validate_request(request: dict[str, tf.Tensor], specs: dict[str, tf.TensorSpec]) -> dict[str, tf.Tensor]:
+    """The request, once every input has its rank, all agree on the batch size and every number
+    is sane.
+
+    Failing checks raise InvalidArgumentError naming the input, inside the graph, so TF Serving
+    answers them as INVALID_ARGUMENT instead of computing on garbage. (A loaded signature checks
+    dtypes and names by itself, but not shapes: a [batch] history would otherwise broadcast.)
+    """
+    # (Assertion messages name inputs unquoted: TensorFlow would print quotes backslash-escaped.)
+    names = sorted(request)
+    reference = "country" if "country" in request else names[0]
+    # EnsureShape runs in the graph and names the tensor ("Shape of tensor age [2,3] is not
+    # compatible with expected shape [?]"); an assert on tf.rank would be constant-folded away,
+    # since the placeholders' ranks are known statically.
+    request = {name: tf.ensure_shape(request[name], specs[name].shape, name=name) for name in names}
+    batch = tf.shape(request[reference])[0]
+    checks = []
+    for name in names:
+        checks.append(tf.debugging.assert_equal(
+            tf.shape(request[name])[0], batch,
+            message=f"request input {name}: its batch size differs from that of {reference}"))
+    for ages, history in AGED_HISTORIES.items():
+        if ages in request:
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(request[ages]), tf.shape(request[history]),
+                message=f"request input {ages}: must have the shape of {history} (one age per entry)"))
+    for name in NON_NEGATIVE_INPUTS:
+        if name in request:
+            x = request[name]
+            checks.append(tf.debugging.assert_all_finite(x, message=f"request input {name}: NaN or infinite "
+                                                                    "values"))
+            checks.append(tf.debugging.assert_non_negative(x, message=f"request input {name}: negative values"))
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(x) for name, x in request.items()}
+
+
 @dataclasses.dataclass
 class ServingConfig:
     """How the served chain is sized.
@@ -47,6 +98,7 @@ class ServingConfig:
       num_leaves: ScaNN partitions (None: about sqrt of the corpus).
       leaves_to_search: partitions searched per query (None: a tenth of the leaves, at least 8).
       reorder: candidates re-scored exactly after the quantised search.
+      index: "scann" or "exact" (the portable twin: core TensorFlow ops only).
     """
 
     num_candidates: int = 200
@@ -54,6 +106,14 @@ class ServingConfig:
     num_leaves: int | None = None
     leaves_to_search: int | None = None
     reorder: int | None = None
+    index: str = "scann"
+
+    def __post_init__(self):
+        if self.index not in INDEXES:
+            raise ValueError(f"ServingConfig.index must be one of {INDEXES}, got {self.index!r}")
+        if not 0 < self.k <= self.num_candidates:
+            raise ValueError(f"ServingConfig needs 0 < k <= num_candidates, got k={self.k}, "
+                             f"num_candidates={self.num_candidates}")
 
 
 class VideoCatalog(tf.Module):
@@ -82,42 +142,68 @@ class TwoStageRecommender(tf.Module):
     """
 
     def __init__(self, candidate_generator: CandidateGenerator, ranker: Ranker, videos: pd.DataFrame,
-                 config: ServingConfig | None = None):
+                 config: ServingConfig | None = None, video_vectors: np.ndarray | tf.Tensor | None = None):
         super().__init__(name="two_stage_recommender")
         self.config = config or ServingConfig()
+        # Not tracked as an attribute: the generator also holds its validation dataset (for
+        # FactorizedTopK), which a SavedModel cannot and need not contain. The video table it
+        # reads is the ranker's (shared), so the export has it anyway.
+        self._video_vectors = candidate_generator.video_vectors
+        self._twin = lambda twin_config: TwoStageRecommender(candidate_generator, ranker, videos, twin_config,
+                                                             video_vectors=self._vectors)
         self.user_tower = candidate_generator.user_tower
         self.ranker = ranker
         self.catalog = VideoCatalog(videos)
         ids = videos["video_id"].astype(str).to_numpy()
-        vectors = candidate_generator.video_vectors(tf.constant(ids))
+        # The corpus' vectors: the candidate generator's, unless given (e.g. a corpus extended
+        # beyond the trained table, whose extra ids the ranker sees as out of vocabulary).
+        vectors = candidate_generator.video_vectors(tf.constant(ids)) if video_vectors is None else tf.constant(
+            video_vectors, tf.float32)
         n = len(ids)
+        if vectors.shape[0] != n:
+            raise ValueError(f"video_vectors has {vectors.shape[0]} rows for {n} videos")
         if self.config.num_candidates > n:
             raise ValueError(f"num_candidates {self.config.num_candidates} exceeds the corpus ({n} videos)")
-        settings = scann_settings(n, self.config.num_candidates, self.config.num_leaves,
-                                  self.config.leaves_to_search, self.config.reorder)
-        self.index = tfrs.layers.factorized_top_k.ScaNN(
-            k=self.config.num_candidates,
-            num_leaves=settings["num_leaves"],
-            num_leaves_to_search=settings["leaves_to_search"],
-            num_reordering_candidates=settings["reordering_candidates"],
-            training_iterations=10,
-        )
+        self._vectors = vectors  # kept (untracked) to build the portable twin without recomputing
+        if self.config.index == "scann":
+            settings = scann_settings(n, self.config.num_candidates, self.config.num_leaves,
+                                      self.config.leaves_to_search, self.config.reorder)
+            self.index = tfrs.layers.factorized_top_k.ScaNN(
+                k=self.config.num_candidates,
+                num_leaves=settings["num_leaves"],
+                num_leaves_to_search=settings["leaves_to_search"],
+                num_reordering_candidates=settings["reordering_candidates"],
+                training_iterations=10,
+            )
+        else:
+            settings = {"exact": True}
+            self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.config.num_candidates)
         self.index.index(vectors, tf.constant(ids))
         # The request: the standard inputs plus the extra user features the models were built with.
         self.extra_user_features = ranker.embeddings.extra_user_features
         self.request_signature = dict(REQUEST_SIGNATURE, **{
             name: tf.TensorSpec([None], tf.string, name=name) for name in self.extra_user_features})
+        self.rank_signature = dict(self.request_signature, **{
+            CANDIDATES_INPUT: tf.TensorSpec([None, None], tf.string, name=CANDIDATES_INPUT)})
         self.recommend = tf.function(self._recommend, input_signature=[self.request_signature])
         self.retrieve = tf.function(self._retrieve, input_signature=[self.request_signature])
+        self.rank = tf.function(self._rank, input_signature=[self.rank_signature])
         self.user_embedding = tf.function(self._user_embedding, input_signature=[self.request_signature])
         self.corpus_ids = ids  # numpy, not tracked: the index holds its own copy
         self.index_settings = settings
 
-    def index_recall(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> float:
-        """Share of the exact top-N (by dot product) that ScaNN's top-N finds, over these users."""
-        _, approximate = self.index(tf.constant(user_vectors, tf.float32))
-        exact = tf.math.top_k(tf.linalg.matmul(user_vectors, item_vectors, transpose_b=True),
-                              k=self.config.num_candidates).indices.numpy()
+    def portable(self) -> "TwoStageRecommender":
+        """The twin with the same models, corpus and signatures, searched exactly with core ops."""
+        return self._twin(dataclasses.replace(self.config, index="exact"))
+
+    def index_recall(self, user_vectors: np.ndarray, item_vectors: np.ndarray | None = None, k: int | None = None
+                     ) -> float:
+        """Share of the exact top-k (by dot product; k defaults to N) that the index's top-k finds."""
+        k = k or self.config.num_candidates
+        item_vectors = self._vectors if item_vectors is None else item_vectors
+        user_vectors = tf.constant(user_vectors, tf.float32)
+        _, approximate = self.index(user_vectors, k=k)
+        exact = tf.math.top_k(tf.linalg.matmul(user_vectors, item_vectors, transpose_b=True), k=k).indices.numpy()
         found = [len(set(a.astype(str)) & set(self.corpus_ids[e])) for a, e in zip(approximate.numpy(), exact)]
         return float(np.sum(found) / exact.size)
 
@@ -175,34 +261,57 @@ class TwoStageRecommender(tf.Module):
             **{name: per_candidate(request[name]) for name in self.extra_user_features},
         }
 
-    def _recommend(self, request):
-        """The whole chain; the `serving_default` signature."""
-        user_vector = self.user_tower(self.user_features(request))
-        retrieval_scores, candidates = self.index(user_vector)
+    def _ranked(self, request, candidates, retrieval_scores, k):
+        """Ranks [batch, n] candidates by expected watch time; returns the top k of them.
+
+        Already-watched candidates and "" padding are never ranked above a real one and get an
+        expected watch time of 0 (with `rank` they are kept, last; the full chain drops them).
+        """
         batch, n = tf.shape(candidates)[0], tf.shape(candidates)[1]
         logits = tf.reshape(self.ranker(self.ranking_features(request, candidates, retrieval_scores)), [batch, n])
-        # Videos the user has already watched are not recommended again.
         already = tf.reduce_any(tf.equal(candidates[:, :, None], request["watch_history"][:, None, :]), axis=-1)
-        logits = tf.where(already, tf.float32.min, logits)
-        top_logits, top = tf.math.top_k(logits, k=self.config.k)
+        excluded = already | tf.equal(candidates, "")
+        logits = tf.where(excluded, tf.float32.min, logits)
+        # An empty batch retrieves no columns: answer it with empty lists rather than fail.
+        top_logits, top = tf.math.top_k(logits, k=tf.minimum(k, n))
         return {
             "video_ids": tf.gather(candidates, top, batch_dims=1),
-            "expected_watch_time_s": tf.exp(top_logits),
+            "expected_watch_time_s": tf.where(tf.gather(excluded, top, batch_dims=1), 0.0, tf.exp(top_logits)),
             "retrieval_scores": tf.gather(retrieval_scores, top, batch_dims=1),
         }
 
+    def _recommend(self, request):
+        """The whole chain; the `serving_default` signature."""
+        request = validate_request(request, self.request_signature)
+        user_vector = self.user_tower(self.user_features(request))
+        retrieval_scores, candidates = self.index(user_vector)
+        return self._ranked(request, candidates, retrieval_scores, self.config.k)
+
     def _retrieve(self, request):
-        """Candidates only: ScaNN's top-N for the user vector."""
+        """Candidates only: the index's top-N for the user vector."""
+        request = validate_request(request, self.request_signature)
         scores, ids = self.index(self.user_tower(self.user_features(request)))
         return {"video_ids": ids, "retrieval_scores": scores}
 
+    def _rank(self, request):
+        """Ranks the request's `candidate_ids` ([batch, M], "" pads) by expected watch time; all M
+        come back, best first, with their retrieval scores u·v (0 for unknown ids)."""
+        request = validate_request(request, self.rank_signature)
+        candidates = request[CANDIDATES_INPUT]
+        user_vector = self.user_tower(self.user_features(request))
+        vectors = self._video_vectors(candidates)
+        retrieval_scores = tf.einsum("bd,bmd->bm", user_vector, vectors)
+        return self._ranked(request, candidates, retrieval_scores, tf.shape(candidates)[1])
+
     def _user_embedding(self, request):
         """The user vector u."""
+        request = validate_request(request, self.request_signature)
         return {"user_embedding": self.user_tower(self.user_features(request))}
 
     def signatures(self) -> dict:
         return {
             "serving_default": self.recommend.get_concrete_function(),
             "retrieve": self.retrieve.get_concrete_function(),
+            "rank": self.rank.get_concrete_function(),
             "user_embedding": self.user_embedding.get_concrete_function(),
         }

@@ -18,10 +18,10 @@ import tensorflow as tf
 from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
 from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
 from tfrs_youtube.data.schema import EventLog
-from tfrs_youtube.evaluation import (DEFAULT_KS, auc, evaluate_popularity, evaluate_random, evaluate_retrieval,
-                                     weighted_per_user_loss)
+from tfrs_youtube.evaluation import (DEFAULT_KS, auc, calibration_deciles, evaluate_popularity, evaluate_random,
+                                     evaluate_retrieval, max_calibration_error, weighted_per_user_loss)
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
-from tfrs_youtube.pipeline import as_tensors, to_dataset
+from tfrs_youtube.pipeline import as_tensors, to_dataset, to_page_dataset
 from tfrs_youtube.ranking import Ranker, RankerConfig
 from tfrs_youtube.serving import ServingConfig, TwoStageRecommender
 
@@ -36,7 +36,7 @@ class TrainConfig:
     ranker: RankerConfig = dataclasses.field(default_factory=RankerConfig)
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
     candidate_epochs: int = 5
-    ranker_epochs: int = 2
+    ranker_epochs: int = 4
     batch_size: int = 512
     seed: int = 0
 
@@ -143,10 +143,13 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     builder = ExampleBuilder(log, config.examples)
     train = builder.retrieval_examples("train")
     rank_train_rows, rank_test_rows = builder.impression_split()
+    rank_train_rows, rank_calibration_rows = split_calibration(builder, rank_train_rows,
+                                                               config.ranker.calibration_fraction)
     rank_train = builder.ranking_examples(rank_train_rows)
+    rank_calibration = builder.ranking_examples(rank_calibration_rows)
     rank_test = builder.ranking_examples(rank_test_rows)
     say(f"examples: {len(train['video_id'])} train watches; {len(rank_train_rows)} train / "
-        f"{len(rank_test_rows)} test impressions")
+        f"{len(rank_calibration_rows)} calibration / {len(rank_test_rows)} test impressions")
 
     continuous = {"example_age_s": train["example_age_s"]}
     if len(rank_train_rows):
@@ -167,7 +170,7 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     # The candidate generator's score of each impression, as of the impression (a request, so
     # example age 0), is one of the ranker's features (paper 4.1).
     vectors = dict(zip(item_ids, item_vectors))
-    for examples in (rank_train, rank_test):
+    for examples in (rank_train, rank_calibration, rank_test):
         if len(examples["video_id"]):
             examples["example_age_s"] = np.zeros(len(examples["video_id"]), np.float32)
             users = _predict(candidate.user_tower, examples)
@@ -181,8 +184,8 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     ranker.compile(optimizer=tf.keras.optimizers.Adam(config.ranker.learning_rate))
     if len(rank_train_rows):
         started = time.perf_counter()
-        ranker.fit(to_dataset(rank_train, config.batch_size, shuffle=True, seed=config.seed),
-                   validation_data=to_dataset(rank_test, 4096), epochs=config.ranker_epochs, verbose=verbose)
+        train_ranker(ranker, rank_train, rank_calibration, config.ranker_epochs, config.batch_size, config.seed,
+                     verbose)
         report["ranker_train_s"] = time.perf_counter() - started
         report["ranking"] = ranking_report(ranker, rank_test, train["video_id"])
 
@@ -194,9 +197,45 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     return TrainedSystem(config, builder, embeddings, candidate, ranker, recommender, report)
 
 
+def split_calibration(builder: ExampleBuilder, rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Training impression rows -> (fit rows, calibration rows): the latest `fraction` of them
+    (by time) are held out from fitting, to pick the epoch and to calibrate exp(logit)."""
+    if fraction <= 0 or len(rows) == 0:
+        return rows, rows[:0]
+    times = builder.impression_time[rows]
+    cut = np.quantile(times, 1.0 - fraction)
+    return rows[times < cut], rows[times >= cut]
+
+
+def train_ranker(ranker: Ranker, train: dict[str, np.ndarray], calibration: dict[str, np.ndarray] | None,
+                 epochs: int, batch_size: int = 512, seed: int = 0, verbose: int = 1,
+                 callbacks: list | None = None) -> tf.keras.callbacks.History:
+    """`model.fit` on impressions, validated on the calibration slice with the paper's metric.
+
+    Keeps the epoch with the lowest validation weighted per-user loss (early stopping with
+    patience 1), then fits the watch-time calibration on the same slice. The slice must be held
+    out from `train` (see `split_calibration`); without one, all `epochs` run uncalibrated.
+    """
+    tf.keras.utils.set_random_seed(seed)
+    if getattr(ranker, "optimizer", None) is None:
+        ranker.compile(optimizer=tf.keras.optimizers.Adam(ranker.config.learning_rate))
+    callbacks = list(callbacks or [])
+    validation = None
+    if calibration is not None and len(calibration["clicked"]):
+        validation = to_page_dataset(calibration)
+        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_weighted_per_user_loss", mode="min",
+                                                          patience=1, restore_best_weights=True))
+    history = ranker.fit(to_dataset(train, batch_size, shuffle=True, seed=seed), validation_data=validation,
+                         epochs=epochs, verbose=verbose, callbacks=callbacks)
+    if validation is not None:
+        ranker.calibrate(calibration)
+    return history
+
+
 def ranking_report(ranker: Ranker, examples: dict[str, np.ndarray], train_labels: np.ndarray) -> dict:
-    """AUC and weighted per-user loss on held-out impressions, beside popularity and chance."""
-    pages = np.char.add(examples["user_id"].astype(str), examples["time"].astype(np.int64).astype(str))
+    """AUC, weighted per-user loss and calibration on held-out impressions, beside popularity
+    and chance."""
+    pages = examples["page"]
     clicked, watch = examples["clicked"], examples["watch_time_s"]
     popularity = {v: c for v, c in zip(*np.unique(train_labels, return_counts=True))}
     scorers = {
@@ -206,11 +245,13 @@ def ranking_report(ranker: Ranker, examples: dict[str, np.ndarray], train_labels
     }
     logits = scorers["tfrs_youtube"]
     clicked_watch = np.where(clicked > 0, watch, 0.0)
+    calibration = calibration_deciles(np.exp(logits), clicked_watch)
     return {
         name: {"auc": auc(clicked, s), "weighted_per_user_loss": weighted_per_user_loss(pages, clicked, watch, s)}
         for name, s in scorers.items()
     } | {"mean_expected_watch_time_s": float(np.exp(logits).mean()),
-         "mean_observed_watch_time_s": float(clicked_watch.mean())}
+         "mean_observed_watch_time_s": float(clicked_watch.mean()),
+         "calibration": calibration, "max_calibration_error": max_calibration_error(calibration)}
 
 
 def _first_k_unwatched(ranked: np.ndarray, history: np.ndarray, k: int) -> np.ndarray:

@@ -347,6 +347,8 @@ class ExampleBuilder:
         features["clicked"] = impressions["clicked"].to_numpy(np.float32)[rows]
         features["watch_time_s"] = impressions["watch_time_s"].to_numpy(np.float32)[rows]
         features["time"] = times[rows].astype(np.float64)
+        # A page: the impressions of one user at one request (same user, same second).
+        features["page"] = users[rows].astype(np.int64) * (int(times.max(initial=0)) + 1) + times[rows]
         return features
 
     def impression_split(self, test_fraction: float = 0.15) -> tuple[np.ndarray, np.ndarray]:

@@ -24,8 +24,16 @@ The same sentences are stored in `EventLog.notes`, so whoever reads a log learns
   nominal duration, a proxy that lets a liked movie count as watched longer, which is what the
   paper's watch-time weighting needs. The rating stays in the extra column `rating`. Rows keep
   the file's order (not sorted by time).
-- searches and impressions: absent. MovieLens has no search log and does not record what was
-  shown without being rated, so both are empty tables (`empty_table`): none are invented.
+- searches: absent. MovieLens has no search log, so the table is empty (`empty_table`): no
+  searches are invented.
+- impressions: MovieLens does not record what was shown without being rated, so by default the
+  table is empty too. With `impressions_per_watch=k > 0` the loaders derive them, never observe
+  them, by `impressions.derive_impressions`: each rating is a clicked impression on its page (one
+  user's ratings at one second t), and the page adds k unclicked impressions per rating of distinct
+  other movies drawn in proportion to their ratings strictly before t, among movies released by t,
+  rated by someone strictly before t and not rated by this user at or before t. Only events up to
+  t are used (the ranker must not learn from the future), and `notes["impressions"]` then says
+  "Derived, never observed" and spells out the rule, in place of "Absent".
 
 Files are read as the GroupLens archives ship them: Latin-1 text, one record a line, 100K with
 "|" (tab in `u.data`), 1M with "::". Any malformed line raises `MovieLensFormatError` naming the
@@ -56,6 +64,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tfrs_youtube.data.impressions import derive_impressions
 from tfrs_youtube.data.schema import EventLog, empty_table
 
 NOMINAL_DURATION_S = 6000.0
@@ -102,9 +111,11 @@ NOTES = {
         "kept in the rating column."
     ),
     "searches": "Absent: MovieLens has no search log, so this table is empty (no searches are invented).",
+    # Replaced by `impressions.describe` when the loader is asked to derive impressions.
     "impressions": (
         "Absent: MovieLens records no impressions (what was shown but not rated), so this table "
-        "is empty (no impressions are invented)."
+        "is empty (no impressions are invented; load with impressions_per_watch > 0 to derive "
+        "them from the ratings' past)."
     ),
 }
 
@@ -295,7 +306,8 @@ def _ratings(path: Path, frame: pd.DataFrame, user_ids: np.ndarray, movie_ids: n
     )
 
 
-def _event_log(name: str, users: pd.DataFrame, videos: pd.DataFrame, watches: pd.DataFrame) -> EventLog:
+def _event_log(name: str, users: pd.DataFrame, videos: pd.DataFrame, watches: pd.DataFrame,
+               impressions_per_watch: int = 0, impressions_seed: int = 0) -> EventLog:
     # One string dtype throughout, object, as `empty_table` uses (pandas 3 would otherwise mix
     # its own string dtype into some columns, depending on how each was built).
     users, videos, watches = (
@@ -306,7 +318,12 @@ def _event_log(name: str, users: pd.DataFrame, videos: pd.DataFrame, watches: pd
         users=users, videos=videos, watches=watches, searches=empty_table("searches"),
         impressions=empty_table("impressions"), name=name, notes=dict(NOTES),
     )
-    return log.validate()
+    log.validate()
+    if impressions_per_watch < 0:
+        raise ValueError(f"impressions_per_watch must be >= 0, got {impressions_per_watch}")
+    if impressions_per_watch > 0:  # derive_impressions validates the log it returns
+        log = derive_impressions(log, impressions_per_watch, impressions_seed)
+    return log
 
 
 def _genre_names_100k(directory: Path) -> list[str]:
@@ -325,8 +342,12 @@ def _genre_names_100k(directory: Path) -> list[str]:
     return names
 
 
-def load_100k(directory: str | os.PathLike) -> EventLog:
-    """Loads MovieLens 100K (`u.data`, `u.item`, `u.user`, optional `u.genre`) as an `EventLog`."""
+def load_100k(directory: str | os.PathLike, impressions_per_watch: int = 0, impressions_seed: int = 0) -> EventLog:
+    """Loads MovieLens 100K (`u.data`, `u.item`, `u.user`, optional `u.genre`) as an `EventLog`.
+
+    `impressions_per_watch` > 0 derives that many unclicked impressions per rating from the past
+    (`derive_impressions`, seeded by `impressions_seed`); 0 leaves the impressions table empty.
+    """
     directory = Path(directory)
     _check_files(directory, FILES_100K, "100K")
     genre_names = _genre_names_100k(directory)
@@ -355,7 +376,7 @@ def load_100k(directory: str | os.PathLike) -> EventLog:
     path = directory / "u.data"
     frame = _read_fields(path, "\t", ("user_id", "movie_id", "rating", "timestamp"), ascii_only=True)
     watches = _ratings(path, frame, user_ids, movie_ids)
-    return _event_log("ml-100k", users, videos, watches)
+    return _event_log("ml-100k", users, videos, watches, impressions_per_watch, impressions_seed)
 
 
 # English month abbreviations, spelled out: calendar.month_abbr would follow the machine's locale.
@@ -375,8 +396,11 @@ def _release_100k(path: Path, line: int, text: str) -> int:
     return _unix_day(path, line, int(year), _MONTHS[month.lower()], int(day))
 
 
-def load_1m(directory: str | os.PathLike) -> EventLog:
-    """Loads MovieLens 1M (`ratings.dat`, `movies.dat`, `users.dat`) as an `EventLog`."""
+def load_1m(directory: str | os.PathLike, impressions_per_watch: int = 0, impressions_seed: int = 0) -> EventLog:
+    """Loads MovieLens 1M (`ratings.dat`, `movies.dat`, `users.dat`) as an `EventLog`.
+
+    `impressions_per_watch` and `impressions_seed` as in `load_100k`.
+    """
     directory = Path(directory)
     _check_files(directory, FILES_1M, "1M")
 
@@ -405,11 +429,20 @@ def load_1m(directory: str | os.PathLike) -> EventLog:
     path = directory / "ratings.dat"
     frame = _read_fields(path, "::", ("user_id", "movie_id", "rating", "timestamp"), ascii_only=True)
     watches = _ratings(path, frame, user_ids, movie_ids)
-    return _event_log("ml-1m", users, videos, watches)
+    return _event_log("ml-1m", users, videos, watches, impressions_per_watch, impressions_seed)
 
 
-def load_movielens(directory: str | os.PathLike) -> EventLog:
-    """Loads MovieLens 100K or 1M, telling them apart by their file names."""
+def load_movielens(directory: str | os.PathLike, impressions_per_watch: int = 0,
+                   impressions_seed: int = 0) -> EventLog:
+    """Loads MovieLens 100K or 1M, telling them apart by their file names.
+
+    Args:
+      directory: the extracted archive's folder.
+      impressions_per_watch: 0 (default) leaves the impressions table empty, as MovieLens has
+        none; k > 0 derives, from the past only, k unclicked impressions per rating around each
+        rating's clicked one (`impressions.derive_impressions`; the notes say so).
+      impressions_seed: seeds that derivation (with each page's day).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"MovieLens directory {directory} does not exist")
@@ -419,9 +452,9 @@ def load_movielens(directory: str | os.PathLike) -> EventLog:
             directory, None, "holds both u.data (100K) and ratings.dat (1M); use load_100k or load_1m"
         )
     if is_100k:
-        return load_100k(directory)
+        return load_100k(directory, impressions_per_watch, impressions_seed)
     if is_1m:
-        return load_1m(directory)
+        return load_1m(directory, impressions_per_watch, impressions_seed)
     raise MovieLensFormatError(
         directory, None,
         f"not a MovieLens directory: expected 100K files {list(FILES_100K)} (+ u.genre) "

@@ -1,0 +1,235 @@
+"""Serving latency, ScaNN recall and export size of the two-stage SavedModel, and a load test.
+
+    python benchmarks/serving.py --json OUT.json [--sizes 10000,100000,1000000] [--dims 64,256]
+
+For each d in `--dims` a system is trained on a synthetic log of 10,000 videos (embedding width
+d; short training: this measures serving, not quality). For each corpus size the trained video
+vectors are extended with synthetic ones (a trained vector plus noise, renormalised, so the
+corpus keeps the clustered shape real embeddings have; the extra ids are out of vocabulary for
+the ranker), and the served chain is built and exported with `export_two_stage` (ScaNN plus the
+portable exact twin), then loaded back with `tf.saved_model.load` as a server would.
+
+Per row, on real users' requests (batch 1, after warm-up, `--repeats` calls each):
+- `scann_recall_at_100`: share of the exact top-100 by dot product found in ScaNN's top-100;
+- `retrieve_p50_ms` / `retrieve_p99_ms`: the `retrieve` signature (user tower + top-300);
+- `portable_retrieve_p50_ms`: the same signature of the portable twin (exact MatMul + TopK);
+- `serving_default_p50_ms` / `_p99_ms`: the whole chain (retrieve 300, rank them, return 25);
+- `export_mb`: size of the ScaNN export (`portable_export_mb` beside it).
+
+The load test (`--load-threads` threads x `--load-requests` requests each, one loaded model: the
+largest corpus at the first d) mixes good requests with bad ones (NaN ages, wrong rank, batch
+mismatch, wrong dtype, unknown ids); every good answer must equal the answer computed before the
+test, every bad one must be refused, and resident memory must stay flat. It reports throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
+import tensorflow as tf  # noqa: E402
+from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from tfrs_youtube.export import export_two_stage  # noqa: E402
+from tfrs_youtube.pipeline import as_tensors  # noqa: E402
+from tfrs_youtube.serving import ServingConfig, TwoStageRecommender  # noqa: E402
+from tfrs_youtube.training import TrainConfig, train_two_stage  # noqa: E402
+
+NUM_CANDIDATES, K = 300, 25
+
+
+def rss_mb() -> float:
+    """Current resident set size (Linux /proc), in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def train_system(dim: int, seed: int):
+    log = generate(SyntheticConfig(num_users=3000, num_videos=10_000, seed=seed))
+    config = TrainConfig(candidate_epochs=2, ranker_epochs=1, seed=seed)
+    config.examples.split = "time"
+    config.embeddings.video_dim = config.embeddings.token_dim = dim
+    config.serving = ServingConfig(num_candidates=NUM_CANDIDATES, k=K)
+    return train_two_stage(log, config, verbose=0)
+
+
+def extended_corpus(system, size: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The trained videos, then synthetic ones near random trained ones, up to `size`."""
+    videos = system.builder.log.videos
+    trained = system.candidate_generator.video_vectors(tf.constant(videos["video_id"].astype(str).to_numpy())).numpy()
+    if size <= len(videos):
+        return videos.iloc[:size].reset_index(drop=True), trained[:size]
+    rng = np.random.default_rng(seed)
+    extra = size - len(videos)
+    base = rng.integers(0, len(videos), extra)
+    vectors = trained[base] + rng.normal(scale=0.5 / np.sqrt(trained.shape[1]), size=(extra, trained.shape[1]))
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    more = videos.iloc[base].reset_index(drop=True).copy()
+    more["video_id"] = [f"x{j:07d}" for j in range(extra)]
+    return (pd.concat([videos, more], ignore_index=True),
+            np.concatenate([trained, vectors.astype(np.float32)]).astype(np.float32))
+
+
+def requests_of(system, n: int) -> list[dict[str, tf.Tensor]]:
+    builder = system.builder
+    test = builder.retrieval_examples("test")
+    users = builder.user_codes.get_indexer(test["user_id"][:n])
+    batch = builder.requests(users, test["time"][:n].astype(np.int64))
+    return [as_tensors({k: v[i:i + 1] for k, v in batch.items()}) for i in range(len(users))]
+
+
+def timed(fn, requests, repeats: int) -> tuple[float, float]:
+    for r in requests[:5]:
+        fn(**r)  # warm-up
+    times = []
+    for i in range(repeats):
+        started = time.perf_counter()
+        fn(**requests[i % len(requests)])
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1e3), float(np.percentile(times, 99) * 1e3)
+
+
+def dir_mb(path: str) -> float:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files) / 2**20
+
+
+def bad_variants(request: dict[str, tf.Tensor]) -> list[dict[str, tf.Tensor]]:
+    nan = float("nan")
+    return [
+        dict(request, watch_ages_s=request["watch_ages_s"] * nan),
+        dict(request, watch_history=request["watch_history"][:, 0]),
+        dict(request, age=tf.concat([request["age"], request["age"]], 0)),
+        dict(request, age=tf.constant(["x"])),
+    ]
+
+
+def load_test(model, requests, threads: int, per_thread: int) -> dict:
+    """Mixed good and bad requests from `threads` threads against one loaded model."""
+    serve = model.signatures["serving_default"]
+    expected = [serve(**r)["video_ids"].numpy() for r in requests]
+    unknown = dict(requests[0], watch_history=tf.fill(tf.shape(requests[0]["watch_history"]), "no-such-video"))
+    unknown_expected = serve(**unknown)["video_ids"].numpy()
+    counts = {"good": 0, "wrong_answers": 0, "refused_bad": 0, "accepted_bad": 0, "crashes": 0}
+    lock = threading.Lock()
+    memory = [rss_mb()]
+
+    def worker(t: int):
+        rng = np.random.default_rng(t)
+        local = dict.fromkeys(counts, 0)
+        for i in range(per_thread):
+            j = int(rng.integers(len(requests)))
+            kind = rng.random()
+            try:
+                if kind < 0.7:
+                    ok = np.array_equal(serve(**requests[j])["video_ids"].numpy(), expected[j])
+                    local["good" if ok else "wrong_answers"] += 1
+                elif kind < 0.8:
+                    ok = np.array_equal(serve(**unknown)["video_ids"].numpy(), unknown_expected)
+                    local["good" if ok else "wrong_answers"] += 1
+                else:
+                    bad = bad_variants(requests[j])[int(rng.integers(4))]
+                    try:
+                        serve(**bad)
+                        local["accepted_bad"] += 1
+                    except (tf.errors.InvalidArgumentError, TypeError, ValueError):
+                        local["refused_bad"] += 1
+            except Exception:  # noqa: BLE001 - anything else is a crash of the serving path
+                local["crashes"] += 1
+            if t == 0 and i % 100 == 0:
+                memory.append(rss_mb())
+        with lock:
+            for key, value in local.items():
+                counts[key] += value
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    memory.append(rss_mb())
+    total = threads * per_thread
+    return dict(counts, threads=threads, requests=total, seconds=round(elapsed, 2),
+                throughput_rps=round(total / elapsed, 1), rss_mb_start=round(memory[0], 1),
+                rss_mb_end=round(memory[-1], 1), rss_mb_max=round(max(memory), 1),
+                rss_growth_after_first_quarter_mb=round(memory[-1] - memory[max(1, len(memory) // 4)], 1))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--dims", default="64,256")
+    parser.add_argument("--repeats", type=int, default=300, help="timed calls per signature")
+    parser.add_argument("--users", type=int, default=200, help="distinct requests (test users)")
+    parser.add_argument("--load-threads", type=int, default=8)
+    parser.add_argument("--load-requests", type=int, default=1000, help="requests per thread in the load test")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", default=None, help="where exports go (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    dims = [int(d) for d in args.dims.split(",")]
+    tf.keras.utils.set_random_seed(args.seed)
+    out_dir = args.out_dir or tempfile.mkdtemp(prefix="tfrs-youtube-serving-")
+    rows, load = [], None
+    for dim in dims:
+        print(f"training a d={dim} system", flush=True)
+        system = train_system(dim, args.seed)
+        requests = requests_of(system, args.users)
+        for size in sizes:
+            videos, vectors = extended_corpus(system, size, args.seed)
+            started = time.perf_counter()
+            recommender = TwoStageRecommender(system.candidate_generator, system.ranker, videos,
+                                              system.config.serving, video_vectors=vectors)
+            build_s = time.perf_counter() - started
+            user_vectors = np.concatenate([recommender.user_embedding(r)["user_embedding"].numpy() for r in requests])
+            paths = export_two_stage(recommender, out_dir, f"d{dim}_n{size}", recall_user_vectors=user_vectors,
+                                     warmup_requests=[{k: v.numpy() for k, v in requests[0].items()}])
+            scann_model, portable = tf.saved_model.load(paths["scann"]), tf.saved_model.load(paths["portable"])
+            retrieved = np.concatenate([scann_model.signatures["retrieve"](**r)["video_ids"].numpy()[:, :100]
+                                        for r in requests])
+            exact = np.argsort(-user_vectors @ vectors.T, axis=1)[:, :100]
+            ids = videos["video_id"].astype(str).to_numpy()
+            recall = float(np.mean([len(set(a.astype(str)) & set(ids[e])) / 100 for a, e in zip(retrieved, exact)]))
+            retrieve = timed(scann_model.signatures["retrieve"], requests, args.repeats)
+            portable_retrieve = timed(portable.signatures["retrieve"], requests, max(20, args.repeats // 10))
+            serving = timed(scann_model.signatures["serving_default"], requests, args.repeats)
+            row = {"corpus": size, "dim": dim, "scann_recall_at_100": round(recall, 4),
+                   "retrieve_p50_ms": round(retrieve[0], 3), "retrieve_p99_ms": round(retrieve[1], 3),
+                   "portable_retrieve_p50_ms": round(portable_retrieve[0], 3),
+                   "serving_default_p50_ms": round(serving[0], 3), "serving_default_p99_ms": round(serving[1], 3),
+                   "export_mb": round(dir_mb(paths["scann"]), 1),
+                   "portable_export_mb": round(dir_mb(paths["portable"]), 1),
+                   "speedup_vs_portable": round(portable_retrieve[0] / retrieve[0], 1),
+                   "index": {k: v for k, v in recommender.index_settings.items()}, "index_build_s": round(build_s, 1)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if load is None and dim == dims[0] and size == max(sizes):
+                print(f"load test: {args.load_threads} threads x {args.load_requests} requests", flush=True)
+                load = load_test(scann_model, requests, args.load_threads, args.load_requests)
+                print(json.dumps(load), flush=True)
+            del scann_model, portable, recommender
+    result = {"rows": rows, "load_test": load,
+              "config": {"num_candidates": NUM_CANDIDATES, "k": K, "repeats": args.repeats, "users": args.users,
+                         "serving": dataclasses.asdict(ServingConfig(num_candidates=NUM_CANDIDATES, k=K)),
+                         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

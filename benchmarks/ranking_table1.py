@@ -1,6 +1,6 @@
 """The paper's Table 1 on the synthetic log: ranking loss by hidden layers, weighting and powers.
 
-    python benchmarks/ranking_table1.py --json OUT.json [--users 5000] [--epochs 4] [--presets none,1024-512-256]
+    python benchmarks/ranking_table1.py --json OUT.json [--users 10000] [--holdout 0.2] [--epochs 4] [--presets none,1024-512-256]
 
 Protocol: the synthetic log (`SyntheticConfig`, `--users` users) cut in time as the demo does
 (`ExampleConfig(split="time")`): impressions before the cut train the ranker, those after it
@@ -53,12 +53,12 @@ def variants(presets: list[str]) -> list[tuple[str, str]]:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, help="where to write the results")
-    parser.add_argument("--users", type=int, default=5000, help="synthetic users (default 5000)")
+    parser.add_argument("--users", type=int, default=10_000, help="synthetic users (default 10000)")
     parser.add_argument("--epochs", type=int, default=4, help="at most this many epochs per ranker")
     parser.add_argument("--presets", default=",".join(HIDDEN_LAYER_PRESETS),
                         help="comma-separated hidden-layer presets (default: all of Table 1)")
-    parser.add_argument("--holdout", type=float, default=0.1,
-                        help="share of the log after the time cut, held out (default 0.1)")
+    parser.add_argument("--holdout", type=float, default=0.2,
+                        help="share of the log after the time cut, held out (default 0.2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity (2: one line per epoch)")
     args = parser.parse_args(argv)

@@ -15,8 +15,10 @@ from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
 from tfrs_youtube.evaluation import calibration_deciles, max_calibration_error, weighted_per_user_loss
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.pipeline import as_tensors, page_batches, to_dataset, to_page_dataset
-from tfrs_youtube.ranking import (HIDDEN_LAYER_PRESETS, Ranker, RankerConfig, WatchTimeCalibration,
-                                  WeightedPerUserLoss, preset_name, save_ranker)
+from tfrs_youtube.calibration import WatchTimeCalibration
+from tfrs_youtube.metrics import WeightedPerUserLoss
+from tfrs_youtube.ranking import (HIDDEN_LAYER_PRESETS, Ranker, RankerConfig,
+                                  preset_name, save_ranker)
 from tfrs_youtube.training import _predict, split_calibration, train_ranker
 
 

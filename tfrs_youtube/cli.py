@@ -73,6 +73,10 @@ def _evaluate(args) -> int:
         from tfrs_youtube.data.movielens import load_movielens
 
         log, config = load_movielens(args.data), presets.movielens(args.seed)
+    # Say what the data set lacks or what was derived rather than observed, every time it is loaded.
+    for table in ("searches", "impressions"):
+        if table in log.notes:
+            print(f"{log.name} {table}: {log.notes[table]}", file=sys.stderr)
     if args.epochs:
         config.candidate_epochs = args.epochs
     builder = ExampleBuilder(log, config.examples)

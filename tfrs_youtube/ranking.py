@@ -23,7 +23,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_youtube.calibration import WatchTimeCalibration
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
+from tfrs_youtube.metrics import WeightedPerUserLoss
 
 # Table 1's hidden-layer presets.
 HIDDEN_LAYER_PRESETS = {
@@ -201,135 +203,6 @@ class Ranker(tfrs.Model):
         # only meaningful on page-aligned validation batches (`pipeline.to_page_dataset`).
         logs.pop(self.page_loss.name, None)
         return logs
-
-
-def _pool_adjacent_violators(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The non-decreasing sequence closest to `values` in weighted least squares."""
-    blocks: list[list[float]] = []  # [mean, weight, count]
-    for v, w in zip(values, weights):
-        blocks.append([float(v), float(w), 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m2, w2, c2), (m1, w1, c1) = blocks.pop(), blocks.pop()
-            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
-    return np.concatenate([np.full(c, m) for m, _, c in blocks])
-
-
-class WatchTimeCalibration(tf.keras.layers.Layer):
-    """A monotone piecewise-linear map of the ranker's logit, fitted so that exp(logit) matches
-    the observed watch time per impression on held-out data.
-
-    The weighted logistic loss makes exp(logit) an estimate of expected watch time only where
-    the network is right; on impressions it has not seen, its most extreme scores are also its
-    most over-confident ones (the lowest decile of predictions is watched several times longer
-    than predicted). Fitted on a calibration slice the network did not train on (the latest
-    training impressions), this map corrects that without changing any ranking: it is
-    increasing, so AUC and the weighted per-user loss stay the same. Identity until fitted.
-
-    Args:
-      num_knots: the number of equal-count bins of the calibration slice's logits.
-      knots / values: previously fitted knots (for `from_config`).
-    """
-
-    def __init__(self, num_knots: int = 20, knots=None, values=None, **kwargs):
-        super().__init__(**kwargs)
-        self.num_knots = int(num_knots)
-        identity = np.linspace(-1.0, 1.0, self.num_knots, dtype=np.float32)
-        self.knots = self.add_weight(name="knots", shape=(self.num_knots,), trainable=False,
-                                     initializer=tf.keras.initializers.Constant(
-                                         identity if knots is None else np.asarray(knots, np.float32)))
-        self.values = self.add_weight(name="values", shape=(self.num_knots,), trainable=False,
-                                      initializer=tf.keras.initializers.Constant(
-                                          identity if values is None else np.asarray(values, np.float32)))
-
-    def fit(self, logits: np.ndarray, observed_s: np.ndarray, iterations: int = 5) -> "WatchTimeCalibration":
-        """Fits the map on raw logits and each impression's watch time (0 when not clicked)."""
-        logits = np.asarray(logits, np.float64)
-        observed_s = np.asarray(observed_s, np.float64)
-        if logits.shape != observed_s.shape or logits.size < self.num_knots:
-            raise ValueError(f"{self.name}: need at least {self.num_knots} calibration impressions with matching "
-                             f"logits and watch times, got {logits.shape} and {observed_s.shape}")
-        if not (np.isfinite(logits).all() and np.isfinite(observed_s).all()) or observed_s.sum() <= 0:
-            raise ValueError(f"{self.name}: calibration data must be finite with some watch time")
-        order = np.argsort(logits, kind="stable")
-        bins = np.array_split(order, self.num_knots)
-        # A bin without clicks would ask for log(0): shrink each bin's mean towards the overall
-        # mean by one pseudo-impression's worth of the overall rate.
-        prior, strength = observed_s.mean(), 1.0
-        observed = np.array([(observed_s[b].sum() + strength * prior) / (len(b) + strength) for b in bins])
-        counts = np.array([len(b) for b in bins], np.float64)
-        knots = np.array([np.log(np.mean(np.exp(logits[b]))) for b in bins])
-        knots = np.maximum.accumulate(knots + np.arange(len(knots)) * 1e-6)  # strictly increasing
-        values = _pool_adjacent_violators(np.log(observed), counts)
-        for _ in range(iterations):
-            # Interpolation between bin centres does not give each bin exactly its mean: correct
-            # each knot by the remaining ratio, keeping the map increasing.
-            mapped = self._apply(logits, knots, values)
-            predicted = np.array([np.exp(mapped[b]).mean() for b in bins])
-            values = _pool_adjacent_violators(values + np.log(observed / predicted), counts)
-        values = values + np.arange(len(values)) * 1e-6
-        self.knots.assign(knots.astype(np.float32))
-        self.values.assign(values.astype(np.float32))
-        return self
-
-    @staticmethod
-    def _apply(z: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
-        # Inside: linear interpolation; outside: parallel to the identity from the end knots.
-        inside = np.interp(z, knots, values)
-        return np.where(z < knots[0], z - knots[0] + values[0], np.where(z > knots[-1], z - knots[-1] + values[-1],
-                                                                         inside))
-
-    def call(self, z: tf.Tensor) -> tf.Tensor:
-        shape = tf.shape(z)
-        z = tf.reshape(z, [-1])
-        k, v = self.knots, self.values
-        n = self.num_knots
-        i = tf.clip_by_value(tf.searchsorted(k, z, side="right") - 1, 0, n - 2)
-        lo, hi = tf.gather(k, i), tf.gather(k, i + 1)
-        frac = tf.clip_by_value((z - lo) / tf.maximum(hi - lo, 1e-12), 0.0, 1.0)
-        inside = tf.gather(v, i) + frac * (tf.gather(v, i + 1) - tf.gather(v, i))
-        mapped = tf.where(z < k[0], z - k[0] + v[0], tf.where(z > k[-1], z - k[-1] + v[-1], inside))
-        return tf.reshape(mapped, shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_knots=self.num_knots, knots=self.knots.numpy().tolist(), values=self.values.numpy().tolist())
-        return config
-
-
-class WeightedPerUserLoss(tf.keras.metrics.Metric):
-    """The paper's ranking metric, streamed over batches that never split a page.
-
-    Within a page (one user's impressions at one request, the `page` feature), every pair of a
-    clicked and an unclicked impression where the unclicked one scores higher counts the clicked
-    one's watch time as mispredicted; the result is mispredicted over total paired watch time
-    (`evaluation.weighted_per_user_loss` is the same on numpy arrays).
-    """
-
-    def __init__(self, name: str = "weighted_per_user_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.mispredicted = self.add_weight(name="mispredicted", initializer="zeros", dtype=tf.float64)
-        self.total = self.add_weight(name="total", initializer="zeros", dtype=tf.float64)
-
-    def update_state(self, pages, clicked, watch_time_s, scores, sample_weight=None):
-        pages = tf.reshape(pages, [-1])
-        positive = tf.reshape(tf.cast(clicked, tf.float32), [-1]) > 0
-        scores = tf.reshape(tf.cast(scores, tf.float32), [-1])
-        watch = tf.reshape(tf.cast(watch_time_s, tf.float64), [-1])
-        # Pair (i, j): i clicked, j unclicked, same page.
-        pair = (pages[:, None] == pages[None, :]) & positive[:, None] & ~positive[None, :]
-        wrong = pair & (scores[None, :] > scores[:, None])
-        count = lambda mask: tf.reduce_sum(tf.cast(mask, tf.float64), axis=1)  # noqa: E731
-        self.mispredicted.assign_add(tf.reduce_sum(watch * count(wrong)))
-        self.total.assign_add(tf.reduce_sum(watch * count(pair)))
-
-    def result(self):
-        # NaN, not 0, when no page had both a clicked and an unclicked impression.
-        return tf.where(self.total > 0, self.mispredicted / tf.maximum(self.total, 1e-12),
-                        tf.constant(float("nan"), tf.float64))
-
-    def reset_state(self):
-        self.mispredicted.assign(0.0)
-        self.total.assign(0.0)
 
 
 def ranker_input_signature(ranker: Ranker) -> dict[str, tf.TensorSpec]:

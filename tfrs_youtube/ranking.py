@@ -69,7 +69,8 @@ class RankerConfig:
         turns them off).
       calibration_fraction: the share of training impressions (the latest) held out from fitting,
         to choose the epoch and fit the watch-time calibration (`training.train_ranker`).
-      calibration_knots: equal-count bins of the calibration map (fewer: less noise per knot).
+      calibration_knots: at most this many knots in the calibration map (it uses one per 1,000
+        clicks of the calibration slice).
       learning_rate: Adam's.
       seed: initialiser seed.
     """
@@ -81,7 +82,7 @@ class RankerConfig:
     negatives: str = "every_impression"
     feature_powers: bool = True
     calibration_fraction: float = 0.1
-    calibration_knots: int = 10
+    calibration_knots: int = 20
     learning_rate: float = 0.002
     seed: int = 0
 

@@ -178,3 +178,21 @@ def test_saved_ranker_scores_identically_in_a_fresh_process(tiny_log, impression
     out = json.loads(run.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(out["logit"], expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(out["expected_watch_time_s"], np.exp(expected), rtol=1e-5)
+
+
+def test_scoring_candidates_per_request_equals_scoring_each_impression(tiny_log, impressions):
+    """Serving computes the user's part once per request; the logits must be the per-row ones."""
+    _, train, _, _ = impressions
+    ranker = Ranker(RankerConfig(hidden_layers=(16,)), _embeddings(tiny_log, train))
+    users = as_tensors({k: v[:3] for k, v in train.items()})
+    n = 4
+    rows = {k: np.repeat(v[:3], n, axis=0) for k, v in train.items()}
+    rows["video_id"] = np.asarray(train["video_id"][:12], dtype=object)  # 4 different videos per user
+    for name in ("video_language", "time_since_topic_watch_s", "previous_impressions", "video_age_s"):
+        rows[name] = train[name][:12]
+    per_row = ranker(as_tensors(rows)).numpy()
+    impressions_only = {k: v for k, v in as_tensors(rows).items()
+                        if k in ("video_id", "video_language", "time_since_topic_watch_s", "previous_impressions",
+                                 "video_age_s")}
+    np.testing.assert_allclose(ranker.score_candidates(users, impressions_only, n).numpy(), per_row, rtol=1e-5,
+                               atol=1e-5)

@@ -37,7 +37,9 @@ HIDDEN_LAYER_PRESETS = {
     "1024-512": (1024, 512),
     "1024-512-256": (1024, 512, 256),
 }
-RANKING_CONTINUOUS = ("time_since_topic_watch_s", "previous_impressions", "video_age_s", "age")
+IMPRESSION_CONTINUOUS = ("time_since_topic_watch_s", "previous_impressions", "video_age_s")
+USER_CONTINUOUS = ("age",)
+RANKING_CONTINUOUS = IMPRESSION_CONTINUOUS + USER_CONTINUOUS
 # Paper 4.1: "it is also useful to propagate information from candidate generation into ranking
 # in the form of features": the candidate generator's score u·v of the impressed video.
 RETRIEVAL_SCORE = "retrieval_score"
@@ -147,23 +149,45 @@ class Ranker(tfrs.Model):
 
     def raw_logits(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """The network's logit before calibration, shape [batch]."""
+        return self._score(self.user_representation(features), self.impression_representation(features))
+
+    def user_representation(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The inputs that depend on the user only, [batch, width]: the same for every video
+        scored for one request, so serving computes them once per request, not once per
+        candidate (a [candidates, history, d] tensor otherwise)."""
         e = self.embeddings
-        language = e.categorical["language"]
         parts = [
-            e.video(features["video_id"]),
             e.video.mean(features["watch_history"]),
             e.token.mean(features["search_tokens"]),
-            language(features["language"]),
-            language(features["video_language"]),
+            e.categorical["language"](features["language"]),
             e.categorical["country"](features["country"]),
             e.categorical["gender"](features["gender"]),
             e.categorical["device"](features["device"]),
         ]
         parts += [e.categorical[name](features[name]) for name in e.extra_user_features]
-        continuous = RANKING_CONTINUOUS + ((RETRIEVAL_SCORE,) if self.config.use_retrieval_score else ())
-        width = None if self.config.feature_powers else 1
-        parts += [e.normalized(name, features[name])[:, :width] for name in continuous]
-        return tf.squeeze(self.scorer(tf.concat(parts, axis=-1)), axis=-1)
+        parts += [self._continuous(name, features[name]) for name in USER_CONTINUOUS]
+        return tf.concat(parts, axis=-1)
+
+    def impression_representation(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The inputs that depend on the impressed video, [batch, width]."""
+        e = self.embeddings
+        parts = [e.video(features["video_id"]), e.categorical["language"](features["video_language"])]
+        continuous = IMPRESSION_CONTINUOUS + ((RETRIEVAL_SCORE,) if self.config.use_retrieval_score else ())
+        parts += [self._continuous(name, features[name]) for name in continuous]
+        return tf.concat(parts, axis=-1)
+
+    def score_candidates(self, user_features: dict[str, tf.Tensor], impressions: dict[str, tf.Tensor],
+                         num_candidates: tf.Tensor) -> tf.Tensor:
+        """Calibrated logits of `num_candidates` impressions per user, [batch * num_candidates]:
+        `user_features` has one row per user, `impressions` one per (user, candidate), user-major."""
+        user = tf.repeat(self.user_representation(user_features), num_candidates, axis=0)
+        return self.calibration(self._score(user, self.impression_representation(impressions)))
+
+    def _continuous(self, name: str, x: tf.Tensor) -> tf.Tensor:
+        return self.embeddings.normalized(name, x)[:, :None if self.config.feature_powers else 1]
+
+    def _score(self, user: tf.Tensor, impression: tf.Tensor) -> tf.Tensor:
+        return tf.squeeze(self.scorer(tf.concat([user, impression], axis=-1)), axis=-1)
 
     def expected_watch_time(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.exp(self(features))

@@ -68,22 +68,23 @@ def validate_request(request: dict[str, tf.Tensor], specs: dict[str, tf.TensorSp
     # since the placeholders' ranks are known statically.
     request = {name: tf.ensure_shape(request[name], specs[name].shape, name=name) for name in names}
     batch = tf.shape(request[reference])[0]
-    checks = []
-    for name in names:
-        checks.append(tf.debugging.assert_equal(
-            tf.shape(request[name])[0], batch,
-            message=f"request input {name}: its batch size differs from that of {reference}"))
+
+    def check(condition, message):
+        # tf.debugging.Assert with string data only is one Assert op; the assert_* helpers
+        # wrap theirs in a tf.cond, a function call per check on every request.
+        return tf.debugging.Assert(condition, [message])
+
+    checks = [check(tf.equal(tf.shape(request[name])[0], batch),
+                    f"request input {name}: its batch size differs from that of {reference}") for name in names]
     for ages, history in AGED_HISTORIES.items():
         if ages in request:
-            checks.append(tf.debugging.assert_equal(
-                tf.shape(request[ages]), tf.shape(request[history]),
-                message=f"request input {ages}: must have the shape of {history} (one age per entry)"))
+            checks.append(check(tf.reduce_all(tf.equal(tf.shape(request[ages]), tf.shape(request[history]))),
+                                f"request input {ages}: must have the shape of {history} (one age per entry)"))
     for name in NON_NEGATIVE_INPUTS:
         if name in request:
             x = request[name]
-            checks.append(tf.debugging.assert_all_finite(x, message=f"request input {name}: NaN or infinite "
-                                                                    "values"))
-            checks.append(tf.debugging.assert_non_negative(x, message=f"request input {name}: negative values"))
+            checks.append(check(tf.reduce_all(tf.math.is_finite(x)), f"request input {name}: NaN or infinite values"))
+            checks.append(check(tf.reduce_all(tf.logical_not(x < 0)), f"request input {name}: negative values"))
     with tf.control_dependencies(checks):
         return {name: tf.identity(x) for name, x in request.items()}
 
@@ -222,10 +223,10 @@ class TwoStageRecommender(tf.Module):
             **{name: request[name] for name in self.extra_user_features},
         }
 
-    def ranking_features(self, request: dict[str, tf.Tensor], candidates: tf.Tensor,
-                         retrieval_scores: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Each candidate's ranking features, [batch * N] rows, derived from the request."""
-        n = tf.shape(candidates)[1]
+    def impression_features(self, request: dict[str, tf.Tensor], candidates: tf.Tensor,
+                            retrieval_scores: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Each candidate's own ranking features, [batch * N] rows, derived from the request (the
+        user's features stay one row per request: `Ranker.score_candidates`)."""
         history = request["watch_history"]
         watched = history != ""
         # Time since the user last watched each candidate's topic, within the given history.
@@ -240,25 +241,14 @@ class TwoStageRecommender(tf.Module):
         previous = tf.reduce_sum(tf.cast(shown, tf.float32), axis=-1)
         video_age = tf.maximum(request["request_time"][:, None] - self.catalog.upload_time.lookup(candidates), 0.0)
 
-        def per_candidate(x):  # [batch, ...] -> [batch * N, ...]
-            return tf.repeat(x, n, axis=0)
-
         flat = lambda x: tf.reshape(x, [-1])  # noqa: E731
         return {
             "video_id": flat(candidates),
             "video_language": flat(self.catalog.language.lookup(candidates)),
-            "watch_history": per_candidate(history),
-            "search_tokens": per_candidate(request["search_tokens"]),
-            "language": per_candidate(request["language"]),
-            "country": per_candidate(request["country"]),
-            "gender": per_candidate(request["gender"]),
-            "device": per_candidate(request["device"]),
-            "age": per_candidate(request["age"]),
             "time_since_topic_watch_s": flat(since_topic),
             "previous_impressions": flat(previous),
             "video_age_s": flat(tf.cast(video_age, tf.float32)),
             "retrieval_score": flat(retrieval_scores),
-            **{name: per_candidate(request[name]) for name in self.extra_user_features},
         }
 
     def _ranked(self, request, candidates, retrieval_scores, k):
@@ -268,7 +258,9 @@ class TwoStageRecommender(tf.Module):
         expected watch time of 0 (with `rank` they are kept, last; the full chain drops them).
         """
         batch, n = tf.shape(candidates)[0], tf.shape(candidates)[1]
-        logits = tf.reshape(self.ranker(self.ranking_features(request, candidates, retrieval_scores)), [batch, n])
+        logits = self.ranker.score_candidates(request, self.impression_features(request, candidates, retrieval_scores),
+                                              n)
+        logits = tf.reshape(logits, [batch, n])
         already = tf.reduce_any(tf.equal(candidates[:, :, None], request["watch_history"][:, None, :]), axis=-1)
         excluded = already | tf.equal(candidates, "")
         logits = tf.where(excluded, tf.float32.min, logits)

@@ -48,8 +48,10 @@ def _format_table(report: dict) -> str:
         for name in ("tfrs_youtube", "most_popular", "random"):
             m = report["ranking"][name]
             lines.append(f"  {name:<14}{m['auc']:>8.3f}{m['weighted_per_user_loss']:>25.3f}")
-        lines.append(f"  mean exp(logit) {report['ranking']['mean_expected_watch_time_s']:.1f} s vs mean observed "
-                     f"watch time per impression {report['ranking']['mean_observed_watch_time_s']:.1f} s")
+        ranking = report["ranking"]
+        lines.append(f"  mean exp(logit) {ranking['mean_expected_watch_time_s']:.1f} s vs mean observed "
+                     f"watch time per impression {ranking['mean_observed_watch_time_s']:.1f} s; per decile of "
+                     f"exp(logit), the largest gap is {ranking['max_calibration_error']:.0%}")
     two = report["two_stage"]
     k = next(key for key in two["tfrs_youtube"] if key.startswith("HR@"))[3:]
     lines += ["", f"Served top-{k} on each user's held-out future (next watch; share of later watch time on the list):",

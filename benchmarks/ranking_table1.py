@@ -1,6 +1,7 @@
 """The paper's Table 1 on the synthetic log: ranking loss by hidden layers, weighting and powers.
 
-    python benchmarks/ranking_table1.py --json OUT.json [--users 10000] [--holdout 0.2] [--epochs 4] [--presets none,1024-512-256]
+    python benchmarks/ranking_table1.py --json OUT.json [--users 10000] [--holdout 0.2] [--epochs 4]
+        [--presets none,1024-512-256]
 
 Protocol: the synthetic log (`SyntheticConfig`, `--users` users) cut in time as the demo does
 (`ExampleConfig(split="time")`): impressions before the cut train the ranker, those after it

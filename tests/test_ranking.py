@@ -55,7 +55,8 @@ def test_odds_converge_to_the_watch_time_the_loss_promises(tiny_log, impressions
     one["clicked"] = np.array([1, 1, 1] + [0] * 7, np.float32)
     one["watch_time_s"] = np.array([20, 40, 90] + [0] * 7, np.float32)
     tf.keras.utils.set_random_seed(0)
-    ranker = Ranker(RankerConfig(hidden_layers=(), negatives=negatives, learning_rate=0.05), _embeddings(tiny_log, train))
+    config = RankerConfig(hidden_layers=(), negatives=negatives, learning_rate=0.05)
+    ranker = Ranker(config, _embeddings(tiny_log, train))
     ranker.compile(optimizer=tf.keras.optimizers.Adam(0.05))
     ranker.fit(to_dataset(one, 10), epochs=400, verbose=0)
     expected = 15.0 if negatives == "every_impression" else 150.0 / 7

@@ -176,7 +176,8 @@ def test_every_bad_request_gets_a_sensible_answer_or_an_error_naming_the_input(e
         out = _run_fresh(BAD_REQUESTS, exported_models[variant], requests_file)
         named = {"wrong rank": "tensor watch_history", "wrong rank of a scalar input": "tensor age",
                  "mismatched batch": "request input age:", "NaN age": "request input age:",
-                 "NaN watch ages": "request input watch_ages_s:", "negative request time": "request input request_time:",
+                 "NaN watch ages": "request input watch_ages_s:",
+                 "negative request time": "request input request_time:",
                  "ages not lined up": "request input watch_ages_s:"}
         for case, name in named.items():
             assert out[case]["error"] == "InvalidArgumentError", (variant, case, out[case])

@@ -3,8 +3,8 @@
 Every watch is a label; the example for a watch at time t sees only events strictly before t
 ("rollback"), so the model learns to predict the future rather than to fill in a random hole.
 Held-out watches are always later ones (each user's latest, or those after a cut in time), never
-a random watch, and a per-user cap keeps heavy users from dominating the loss. Ranking examples are one per impression, with
-the user's context as of that impression.
+a random watch, and a per-user cap keeps heavy users from dominating the loss. Ranking examples
+are one per impression, with the user's context as of that impression.
 
 Everything is vectorised over numpy arrays: each table is sorted once by (group, time) and every
 "what happened before t" question is a `searchsorted` into it.

@@ -37,8 +37,9 @@ from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from tfrs_youtube.evaluation import (auc, calibration_deciles, max_calibration_error,  # noqa: E402
                                      weighted_per_user_loss)
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings  # noqa: E402
+from tfrs_youtube.pipeline import predict  # noqa: E402
 from tfrs_youtube.ranking import HIDDEN_LAYER_PRESETS, Ranker, RankerConfig  # noqa: E402
-from tfrs_youtube.training import _predict, split_calibration, train_ranker  # noqa: E402
+from tfrs_youtube.training import split_calibration, train_ranker  # noqa: E402
 
 DEEPEST = "1024-512-256"
 CONTINUOUS = ("time_since_topic_watch_s", "previous_impressions", "video_age_s")
@@ -87,7 +88,7 @@ def main(argv=None) -> dict:
         ranker = Ranker(config, embeddings)
         started = time.perf_counter()
         history = train_ranker(ranker, train, calibration, args.epochs, seed=args.seed, verbose=args.verbose)
-        logits = _predict(ranker, test)
+        logits = predict(ranker, test)
         row = {"hidden_layers": preset, "variant": variant,
                "weighted_per_user_loss": weighted_per_user_loss(test["page"], test["clicked"], test["watch_time_s"],
                                                                 logits),

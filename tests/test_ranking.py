@@ -14,12 +14,12 @@ from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
 from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
 from tfrs_youtube.evaluation import calibration_deciles, max_calibration_error, weighted_per_user_loss
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
-from tfrs_youtube.pipeline import as_tensors, page_batches, to_dataset, to_page_dataset
+from tfrs_youtube.pipeline import as_tensors, page_batches, predict, to_dataset, to_page_dataset
 from tfrs_youtube.calibration import WatchTimeCalibration
 from tfrs_youtube.metrics import WeightedPerUserLoss
 from tfrs_youtube.ranking import (HIDDEN_LAYER_PRESETS, Ranker, RankerConfig,
                                   preset_name, save_ranker)
-from tfrs_youtube.training import _predict, split_calibration, train_ranker
+from tfrs_youtube.training import split_calibration, train_ranker
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_fit_reports_the_papers_metric_on_validation(tiny_log, impressions):
                          epochs=2, verbose=0)
     assert "weighted_per_user_loss" not in history.history  # training batches split pages
     reported = history.history["val_weighted_per_user_loss"][-1]
-    logits = _predict(ranker, test)
+    logits = predict(ranker, test)
     assert reported == pytest.approx(weighted_per_user_loss(test["page"], test["clicked"], test["watch_time_s"],
                                                             logits), rel=1e-5)
     assert 0.0 < reported < 1.0 and "val_auc" in history.history

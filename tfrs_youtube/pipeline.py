@@ -33,6 +33,14 @@ def as_tensors(features: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
     return out
 
 
+def predict(fn, features: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    """`fn` (a model or layer) over numpy feature arrays in batches, concatenated as numpy."""
+    n = len(next(iter(features.values())))
+    out = [fn(as_tensors({k: v[i:i + batch_size] for k, v in features.items()})).numpy()
+           for i in range(0, n, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0,))
+
+
 def _num_examples(features: dict[str, np.ndarray]) -> int:
     lengths = {name: len(v) for name, v in features.items()}
     if len(set(lengths.values())) > 1:

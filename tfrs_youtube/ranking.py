@@ -26,6 +26,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_youtube.calibration import WatchTimeCalibration
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.metrics import WeightedPerUserLoss
+from tfrs_youtube.pipeline import predict
 
 # Table 1's hidden-layer presets.
 HIDDEN_LAYER_PRESETS = {
@@ -195,11 +196,7 @@ class Ranker(tfrs.Model):
     def calibrate(self, examples: dict[str, np.ndarray], batch_size: int = 4096) -> "Ranker":
         """Fits `WatchTimeCalibration` on held-out impressions (not trained on), so that
         exp(logit) matches their observed watch time per impression. Call it after `fit`."""
-        from tfrs_youtube.pipeline import as_tensors
-
-        n = len(examples["clicked"])
-        logits = np.concatenate([self.raw_logits(as_tensors({k: v[i:i + batch_size] for k, v in examples.items()}))
-                                 .numpy() for i in range(0, n, batch_size)]) if n else np.zeros(0)
+        logits = predict(self.raw_logits, examples, batch_size)
         observed = np.where(np.asarray(examples["clicked"]) > 0, examples["watch_time_s"], 0.0)
         self.calibration.fit(logits, observed)
         return self

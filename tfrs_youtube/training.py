@@ -21,7 +21,7 @@ from tfrs_youtube.data.schema import EventLog
 from tfrs_youtube.evaluation import (DEFAULT_KS, auc, calibration_deciles, evaluate_popularity, evaluate_random,
                                      evaluate_retrieval, max_calibration_error, weighted_per_user_loss)
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
-from tfrs_youtube.pipeline import as_tensors, to_dataset, to_page_dataset
+from tfrs_youtube.pipeline import as_tensors, predict, to_dataset, to_page_dataset
 from tfrs_youtube.ranking import Ranker, RankerConfig
 from tfrs_youtube.serving import ServingConfig, TwoStageRecommender
 
@@ -75,13 +75,6 @@ class TrainedSystem:
     report: dict
 
 
-def _predict(fn, features: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
-    n = len(next(iter(features.values())))
-    out = [fn(as_tensors({k: v[i:i + batch_size] for k, v in features.items()})).numpy()
-           for i in range(0, n, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0,))
-
-
 @dataclasses.dataclass
 class CandidateRun:
     """A trained candidate generator with the examples it was trained and tested on."""
@@ -125,7 +118,7 @@ def evaluate_candidates(run: CandidateRun, builder: ExampleBuilder, split: str =
     examples = run.test if split == "test" else run.validation
     item_ids = np.asarray(run.embeddings.video.vocabulary, dtype=object)
     item_vectors = run.model.video_vectors(tf.constant(item_ids.astype(str))).numpy()
-    user_vectors = _predict(run.model.user_tower, examples)
+    user_vectors = predict(run.model.user_tower, examples)
     exclude = builder.watched(split) if exclude_watched else None
     report = {"tfrs_youtube": evaluate_retrieval(user_vectors, item_vectors, item_ids, examples["video_id"],
                                                  exclude, ks, index=index)}
@@ -165,7 +158,7 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     report["retrieval"] = evaluate_candidates(run, builder, seed=config.seed)
     item_ids = np.asarray(embeddings.video.vocabulary, dtype=object)
     item_vectors = candidate.video_vectors(tf.constant(item_ids.astype(str))).numpy()
-    user_vectors = _predict(candidate.user_tower, test)
+    user_vectors = predict(candidate.user_tower, test)
 
     # The candidate generator's score of each impression, as of the impression (a request, so
     # example age 0), is one of the ranker's features (paper 4.1).
@@ -173,7 +166,7 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     for examples in (rank_train, rank_calibration, rank_test):
         if len(examples["video_id"]):
             examples["example_age_s"] = np.zeros(len(examples["video_id"]), np.float32)
-            users = _predict(candidate.user_tower, examples)
+            users = predict(candidate.user_tower, examples)
             examples["retrieval_score"] = np.einsum(
                 "ij,ij->i", users, np.stack([vectors[v] for v in examples["video_id"]])).astype(np.float32)
     if len(rank_train_rows):
@@ -192,8 +185,7 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     say("building the ScaNN index")
     recommender = TwoStageRecommender(candidate, ranker, log.videos, config.serving)
     report["two_stage"] = two_stage_report(recommender, builder, test, train["video_id"], item_ids)
-    report["scann"] = dict(recommender.index_settings, recall_at_n=recommender.index_recall(
-        user_vectors[:1000], candidate.video_vectors(tf.constant(log.videos["video_id"].astype(str).to_numpy()))))
+    report["scann"] = dict(recommender.index_settings, recall_at_n=recommender.index_recall(user_vectors[:1000]))
     return TrainedSystem(config, builder, embeddings, candidate, ranker, recommender, report)
 
 
@@ -239,7 +231,7 @@ def ranking_report(ranker: Ranker, examples: dict[str, np.ndarray], train_labels
     clicked, watch = examples["clicked"], examples["watch_time_s"]
     popularity = {v: c for v, c in zip(*np.unique(train_labels, return_counts=True))}
     scorers = {
-        "tfrs_youtube": _predict(ranker, examples),
+        "tfrs_youtube": predict(ranker, examples),
         "most_popular": np.array([popularity.get(v, 0) for v in examples["video_id"]], np.float64),
         "random": np.random.default_rng(0).random(len(clicked)),
     }

@@ -23,6 +23,10 @@ from tfrs_youtube.sampling import expected_count, expected_in_batch, per_draw_pr
 DEPTH_PRESETS = {0: (), 1: (1,), 2: (2, 1), 3: (4, 2, 1), 4: (8, 4, 2, 1)}
 
 
+# An optional user-tower input: the example age's normalised features, precomputed.
+NORMALIZED_EXAMPLE_AGE = "example_age_normalized"
+
+
 @dataclasses.dataclass
 class CandidateConfig:
     """The candidate generator's settings.
@@ -92,9 +96,8 @@ class UserTower(tf.keras.Model):
         c, e = self.config, self.embeddings
         parts = []
         if c.use_watches:
-            parts.append(e.video.mean(features["watch_history"]))
-            if c.recency_decay > 0:
-                parts.append(e.video.mean(features["watch_history"], decay=c.recency_decay))
+            decays = (0.0, c.recency_decay) if c.recency_decay > 0 else (0.0,)
+            parts += e.video.means(features["watch_history"], decays)
         if c.use_searches:
             parts.append(e.token.mean(features["search_tokens"]))
         if c.use_geography:
@@ -107,7 +110,9 @@ class UserTower(tf.keras.Model):
             ]
             parts += [e.categorical[name](features[name]) for name in e.extra_user_features]
         if c.use_example_age:
-            parts.append(e.normalized("example_age_s", features["example_age_s"]))
+            # Serving passes the feature already normalised (example age is always 0 there).
+            parts.append(features[NORMALIZED_EXAMPLE_AGE] if NORMALIZED_EXAMPLE_AGE in features
+                         else e.normalized("example_age_s", features["example_age_s"]))
         if not parts:
             raise ValueError("CandidateConfig switches every input group off")
         vector = self.tower(tf.concat(parts, axis=-1))

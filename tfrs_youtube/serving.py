@@ -23,7 +23,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrs_youtube.candidate import CandidateGenerator
+from tfrs_youtube.candidate import NORMALIZED_EXAMPLE_AGE, CandidateGenerator
 from tfrs_youtube.data.examples import IMPRESSION_WINDOW_S, NEVER_WATCHED_S
 from tfrs_youtube.index import scann_settings
 from tfrs_youtube.ranking import Ranker
@@ -67,25 +67,39 @@ def validate_request(request: dict[str, tf.Tensor], specs: dict[str, tf.TensorSp
     # compatible with expected shape [?]"); an assert on tf.rank would be constant-folded away,
     # since the placeholders' ranks are known statically.
     request = {name: tf.ensure_shape(request[name], specs[name].shape, name=name) for name in names}
-    batch = tf.shape(request[reference])[0]
-
-    def check(condition, message):
-        # tf.debugging.Assert with string data only is one Assert op; the assert_* helpers
-        # wrap theirs in a tf.cond, a function call per check on every request.
-        return tf.debugging.Assert(condition, [message])
-
-    checks = [check(tf.equal(tf.shape(request[name])[0], batch),
-                    f"request input {name}: its batch size differs from that of {reference}") for name in names]
+    # Every check is one boolean and a single Assert reports the first that fails, by its message:
+    # at batch 1 the executor's per-op overhead, not the arithmetic, is what a check costs, and the
+    # checks sit on the critical path (everything waits for them).
+    # Every shape in one vector (one ShapeN per dtype, one concat): the ranks are known here, so
+    # each input's batch size and every history's shape sit at fixed positions in it.
+    groups = {}
+    for name in names:
+        groups.setdefault(request[name].dtype, []).append(name)
+    ordered = [name for group in groups.values() for name in group]
+    shapes = tf.concat([shape for group in groups.values()
+                        for shape in tf.shape_n([request[name] for name in group])], axis=0)
+    position, offset = {}, 0
+    for name in ordered:
+        position[name] = offset
+        offset += request[name].shape.rank
+    batch_sizes = tf.gather(shapes, [position[name] for name in names])
+    conditions = [tf.equal(batch_sizes, batch_sizes[names.index(reference)])]
+    messages = [f"request input {name}: its batch size differs from that of {reference}" for name in names]
     for ages, history in AGED_HISTORIES.items():
         if ages in request:
-            checks.append(check(tf.reduce_all(tf.equal(tf.shape(request[ages]), tf.shape(request[history]))),
-                                f"request input {ages}: must have the shape of {history} (one age per entry)"))
+            dims = lambda name: [position[name] + i for i in range(request[name].shape.rank)]  # noqa: E731
+            conditions.append(tf.reduce_all(tf.equal(tf.gather(shapes, dims(ages)), tf.gather(shapes, dims(history))))[None])
+            messages.append(f"request input {ages}: must have the shape of {history} (one age per entry)")
     for name in NON_NEGATIVE_INPUTS:
         if name in request:
             x = request[name]
-            checks.append(check(tf.reduce_all(tf.math.is_finite(x)), f"request input {name}: NaN or infinite values"))
-            checks.append(check(tf.reduce_all(tf.logical_not(x < 0)), f"request input {name}: negative values"))
-    with tf.control_dependencies(checks):
+            # NaN fails `x >= 0`; infinity fails `x < inf`.
+            conditions.append(tf.reduce_all((x >= 0) & (x < np.inf))[None])
+            messages.append(f"request input {name}: NaN, infinite or negative values")
+    passed = tf.concat(conditions, axis=0)
+    first_failure = tf.argmin(tf.cast(passed, tf.int32))
+    check = tf.debugging.Assert(tf.reduce_all(passed), [tf.gather(tf.constant(messages), first_failure)])
+    with tf.control_dependencies([check]):
         return {name: tf.identity(x) for name, x in request.items()}
 
 
@@ -97,8 +111,8 @@ class ServingConfig:
       num_candidates: N, videos retrieved by ScaNN for the ranker.
       k: K, videos returned.
       num_leaves: ScaNN partitions (None: about sqrt of the corpus).
-      leaves_to_search: partitions searched per query (None: a tenth of the leaves, at least 8).
-      reorder: candidates re-scored exactly after the quantised search.
+      leaves_to_search: partitions searched per query (None: `index.scann_settings`).
+      reorder: candidates re-scored exactly after the quantised search (None: `index.scann_settings`).
       index: "scann" or "exact" (the portable twin: core TensorFlow ops only).
     """
 
@@ -153,6 +167,8 @@ class TwoStageRecommender(tf.Module):
         self._twin = lambda twin_config: TwoStageRecommender(candidate_generator, ranker, videos, twin_config,
                                                              video_vectors=self._vectors)
         self.user_tower = candidate_generator.user_tower
+        self._normalized_example_age = tf.constant(
+            self.user_tower.embeddings.normalized("example_age_s", tf.zeros([1])).numpy())
         self.ranker = ranker
         self.catalog = VideoCatalog(videos)
         ids = videos["video_id"].astype(str).to_numpy()
@@ -219,7 +235,10 @@ class TwoStageRecommender(tf.Module):
             "gender": request["gender"],
             "device": request["device"],
             "age": request["age"],
-            "example_age_s": tf.zeros([batch], tf.float32),
+            # At serving every request is "now": example age 0, whose normalised features are
+            # constant (computed once in __init__ rather than ~20 ops per request).
+            NORMALIZED_EXAMPLE_AGE: tf.broadcast_to(self._normalized_example_age,
+                                                    [batch, self._normalized_example_age.shape[-1]]),
             **{name: request[name] for name in self.extra_user_features},
         }
 

@@ -76,13 +76,22 @@ class IdEmbedding(tf.keras.layers.Layer):
         With `decay` > 0 the mean is weighted exp(-decay x position): histories are most recent
         first, so position is the number of steps back.
         """
+        return self.means(ids, (decay,))[0]
+
+    def means(self, ids: tf.Tensor, decays: tuple[float, ...]) -> list[tf.Tensor]:
+        """`mean(ids, decay)` for each decay, looking the ids up once."""
         index = self.lookup(ids)
         known = tf.cast(index > 0, tf.float32)[..., None]
-        if decay > 0:
-            steps = tf.cast(tf.range(tf.shape(ids)[-1]), tf.float32)
-            known = known * tf.exp(-decay * steps)[:, None]
-        total = tf.reduce_sum(self.embedding(index) * known, axis=-2)
-        return total / tf.maximum(tf.reduce_sum(known, axis=-2), 1.0)
+        vectors = self.embedding(index) * known
+        out = []
+        for decay in decays:
+            weights = known
+            if decay > 0:
+                steps = tf.cast(tf.range(tf.shape(ids)[-1]), tf.float32)
+                weights = known * tf.exp(-decay * steps)[:, None]
+            total = tf.reduce_sum(vectors * weights if decay > 0 else vectors, axis=-2)
+            out.append(total / tf.maximum(tf.reduce_sum(weights, axis=-2), 1.0))
+        return out
 
     def get_config(self):
         config = super().get_config()

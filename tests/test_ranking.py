@@ -197,3 +197,33 @@ def test_scoring_candidates_per_request_equals_scoring_each_impression(tiny_log,
                                  "video_age_s")}
     np.testing.assert_allclose(ranker.score_candidates(users, impressions_only, n).numpy(), per_row, rtol=1e-5,
                                atol=1e-5)
+
+
+def test_videos_the_ranker_never_trained_on_are_scored_as_unknown(tiny_log, impressions):
+    """`train_ranker` marks the videos of its fitted impressions (shown or in their histories) as
+    known; any other video is scored exactly as an out-of-vocabulary id, and training drops a
+    share of known videos to unknown (so it learns that case) while inference never does."""
+    _, train, calibration, _ = impressions
+    ranker = Ranker(RankerConfig(hidden_layers=(16,), unknown_video_rate=0.5), _embeddings(tiny_log, train))
+    train_ranker(ranker, train, calibration, epochs=1, verbose=0)
+    seen = set(np.asarray(train["video_id"]).astype(str)) | set(np.asarray(train["watch_history"]).astype(str).ravel())
+    vocabulary = ranker.embeddings.video.vocabulary
+    known = ranker.known_videos.numpy()
+    assert known[0] == 0.0
+    assert [bool(known[i + 1]) for i in range(len(vocabulary))] == [v in seen for v in vocabulary]
+    new_videos = [v for v in np.asarray(calibration["video_id"]).astype(str) if v not in seen]
+    assert new_videos, "the fixture's calibration slice should show videos the fitted part never had"
+
+    rows = as_tensors({k: v[:1] for k, v in calibration.items()})
+    logit_of = lambda video, training=False: float(ranker.raw_logits(  # noqa: E731
+        dict(rows, video_id=tf.constant([video])), training=training).numpy()[0])
+    assert logit_of(new_videos[0]) == pytest.approx(logit_of("no-such-video"), abs=1e-6)
+    known_video = next(v for v in vocabulary if v in seen)
+    assert logit_of(known_video) != pytest.approx(logit_of("no-such-video"), abs=1e-6)
+    assert len({logit_of(known_video) for _ in range(5)}) == 1  # inference: no dropping
+    batch = as_tensors({k: np.repeat(v[:1], 400, axis=0) for k, v in calibration.items()})
+    batch["video_id"] = tf.fill([400], known_video)
+    dropped = ranker.raw_logits(batch, training=True).numpy()
+    unknown = logit_of("no-such-video")
+    share = np.mean(np.isclose(dropped, unknown, atol=1e-6))
+    assert 0.35 < share < 0.65  # about unknown_video_rate of them

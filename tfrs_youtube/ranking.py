@@ -74,6 +74,10 @@ class RankerConfig:
         to choose the epoch and fit the watch-time calibration (`training.train_ranker`).
       calibration_knots: at most this many knots in the calibration map (it uses one per 1,000
         clicks of the calibration slice).
+      unknown_video_rate: during training, the share of impressions whose video is read as
+        unknown (its embedding dropped to zero), so the ranker learns to score a video it knows
+        nothing of from its other features (age, language, topic): what it meets in every video
+        uploaded after training (`Ranker.set_known_videos`). 0 turns it off.
       learning_rate: Adam's.
       seed: initialiser seed.
     """
@@ -86,6 +90,7 @@ class RankerConfig:
     feature_powers: bool = True
     calibration_fraction: float = 0.1
     calibration_knots: int = 20
+    unknown_video_rate: float = 0.1
     learning_rate: float = 0.002
     seed: int = 0
 
@@ -130,6 +135,12 @@ class Ranker(tfrs.Model):
         layers.append(tf.keras.layers.Dense(1, kernel_initializer=init(len(layers))))
         self.scorer = tf.keras.Sequential(layers, name="scorer")
         self.calibration = WatchTimeCalibration(config.calibration_knots, name="calibration")
+        # Per row of the video table, 1 where the ranker may read the video's embedding and 0
+        # where it must treat the video as unknown (row 0, out of vocabulary, is always 0).
+        # Everything is known until `set_known_videos` says otherwise.
+        rows = embeddings.video.vocabulary_size + 1
+        self.known_videos = tf.Variable(np.r_[0.0, np.ones(rows - 1)].astype(np.float32), trainable=False,
+                                        name="known_videos")
         self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
         # The task's loss sees each clicked impression twice (see `negatives`), so the metrics
         # are the model's own and see each impression once.
@@ -144,13 +155,30 @@ class Ranker(tfrs.Model):
         shared = {id(w) for w in self.embeddings.trainable_weights}
         return [w for w in weights if id(w) not in shared]
 
-    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        """The logit of each impression, shape [batch]: log of its expected watch time."""
-        return self.calibration(self.raw_logits(features))
+    def set_known_videos(self, video_ids) -> "Ranker":
+        """Only these videos' embeddings are read; any other impressed video is scored as unknown.
 
-    def raw_logits(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        A video that no training example showed or had watched has an embedding nothing trained
+        (or trained by candidate generation only on watches after the ranker's data):
+        `training.train_ranker` passes the videos its fitted impressions show or have in their
+        histories, so videos first seen in the calibration slice are unknown there exactly as
+        videos uploaded after training are unknown at serving, and the calibration sees the
+        situation it has to correct.
+        """
+        index = self.embeddings.video.indices(tf.constant(np.asarray(video_ids, dtype=str))).numpy()
+        known = np.zeros(self.known_videos.shape[0], np.float32)
+        known[index[index > 0]] = 1.0
+        self.known_videos.assign(known)
+        return self
+
+    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """The logit of each impression, shape [batch]: log of its expected watch time."""
+        return self.calibration(self.raw_logits(features, training=training))
+
+    def raw_logits(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The network's logit before calibration, shape [batch]."""
-        return self._score(self.user_representation(features), self.impression_representation(features))
+        return self._score(self.user_representation(features),
+                           self.impression_representation(features, training=training))
 
     def user_representation(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """The inputs that depend on the user only, [batch, width]: the same for every video
@@ -169,10 +197,16 @@ class Ranker(tfrs.Model):
         parts += [self._continuous(name, features[name]) for name in USER_CONTINUOUS]
         return tf.concat(parts, axis=-1)
 
-    def impression_representation(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+    def impression_representation(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The inputs that depend on the impressed video, [batch, width]."""
         e = self.embeddings
-        parts = [e.video(features["video_id"]), e.categorical["language"](features["video_language"])]
+        index = e.video.indices(features["video_id"])
+        known = tf.gather(self.known_videos, index)
+        if training and self.config.unknown_video_rate > 0:
+            kept = tf.random.uniform(tf.shape(known), seed=self.config.seed) >= self.config.unknown_video_rate
+            known = known * tf.cast(kept, tf.float32)
+        video = e.video.embedding(index) * known[:, None]
+        parts = [video, e.categorical["language"](features["video_language"])]
         continuous = IMPRESSION_CONTINUOUS + ((RETRIEVAL_SCORE,) if self.config.use_retrieval_score else ())
         parts += [self._continuous(name, features[name]) for name in continuous]
         return tf.concat(parts, axis=-1)
@@ -202,7 +236,7 @@ class Ranker(tfrs.Model):
         return self
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        logits = self(features)
+        logits = self(features, training=training)
         clicked = tf.cast(features["clicked"], tf.float32)
         weights = impression_weights(clicked, features["watch_time_s"], self.config.weighted)
         labels, predictions = clicked, logits

@@ -209,6 +209,10 @@ def train_ranker(ranker: Ranker, train: dict[str, np.ndarray], calibration: dict
     out from `train` (see `split_calibration`); without one, all `epochs` run uncalibrated.
     """
     tf.keras.utils.set_random_seed(seed)
+    # The ranker knows the videos it fits on (shown, or watched before a fitted impression); the
+    # calibration slice's new videos stay unknown to it, as videos uploaded after training will be.
+    seen = np.r_[np.asarray(train["video_id"]).astype(str), np.asarray(train["watch_history"]).astype(str).ravel()]
+    ranker.set_known_videos(np.unique(seen[seen != ""]))
     if getattr(ranker, "optimizer", None) is None:
         ranker.compile(optimizer=tf.keras.optimizers.Adam(ranker.config.learning_rate))
     callbacks = list(callbacks or [])

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from tfrs_youtube.evaluation import (auc, evaluate_retrieval, metrics_from_ranks, scann_searcher, target_ranks,
-                                     weighted_per_user_loss)
+from tfrs_youtube.evaluation import (auc, calibration_deciles, evaluate_retrieval, metrics_from_ranks, scann_searcher,
+                                     target_ranks, weighted_per_user_loss)
 
 
 def test_ranks_exclude_history_but_keep_the_target():
@@ -47,6 +47,17 @@ def test_weighted_per_user_loss_by_hand():
     watch = np.array([10, 30, 0, 20, 0, 0, 99.0])
     scores = np.array([0.2, 0.9, 0.5, 0.1, 0.3, 0.0, 5.0])
     assert weighted_per_user_loss(pages, clicked, watch, scores) == pytest.approx((10 + 20) / (40 + 40))
+
+
+def test_calibration_bins_by_hand():
+    # Two bins of three impressions: predictions 1..6 s; watch times 0, 3, 0 and 0, 12, 6 s.
+    rows = calibration_deciles(np.arange(1.0, 7.0), np.array([0.0, 3.0, 0.0, 0.0, 12.0, 6.0]), bins=2)
+    assert [r["predicted_s"] for r in rows] == [2.0, 5.0]
+    assert [r["observed_s"] for r in rows] == [1.0, 6.0]
+    assert [(r["impressions"], r["clicks"]) for r in rows] == [(3, 1), (3, 2)]
+    # Standard error of the mean: sample standard deviation / sqrt(n).
+    assert rows[0]["observed_se_s"] == pytest.approx(np.std([0, 3, 0], ddof=1) / math.sqrt(3))
+    assert rows[1]["observed_se_s"] == pytest.approx(6.0 / math.sqrt(3))
 
 
 def test_auc_by_hand():

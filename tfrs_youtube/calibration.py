@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 MIN_END_SLOPE = 0.05
-# Each knot's value is the log of a bin's mean watch time per impression; its relative standard
-# error is about sqrt((1 + cv^2) / clicks), cv ~ 1.3 the spread of watch times: 1,000 clicks
-# per knot keep it near 5%. (Knots with a few dozen clicks were off by half on fresh data.)
+# A segment's level is known to a relative standard error of about sqrt((1 + cv^2) / clicks),
+# cv ~ 1.3 the spread of watch times: 1,000 clicks per segment keep it near 5%. (Knots with a
+# few dozen clicks were off by half on fresh data.)
 CLICKS_PER_KNOT = 1000
 
 
@@ -42,8 +42,9 @@ class WatchTimeCalibration(tf.keras.layers.Layer):
     increasing, so AUC and the weighted per-user loss stay the same. Identity until fitted.
 
     Args:
-      num_knots: at most this many bins (of equal click counts) of the calibration slice's
-        logits; fewer when the slice has fewer than `CLICKS_PER_KNOT` clicks per bin.
+      num_knots: at most this many knots, the boundaries of bins of equal click counts of the
+        calibration slice's logits; fewer when the slice has fewer than `CLICKS_PER_KNOT` clicks
+        per bin.
       knots / values: previously fitted knots (for `from_config`).
     """
 
@@ -58,8 +59,16 @@ class WatchTimeCalibration(tf.keras.layers.Layer):
                                       initializer=tf.keras.initializers.Constant(
                                           identity if values is None else np.asarray(values, np.float32)))
 
-    def fit(self, logits: np.ndarray, observed_s: np.ndarray, iterations: int = 5) -> "WatchTimeCalibration":
-        """Fits the map on raw logits and each impression's watch time (0 when not clicked)."""
+    def fit(self, logits: np.ndarray, observed_s: np.ndarray, iterations: int = 50) -> "WatchTimeCalibration":
+        """Fits the map on raw logits and each impression's watch time (0 when not clicked).
+
+        Knots sit at the boundaries of bins of equal click counts (the lowest and highest logit
+        included); the values at the knots maximise the Poisson likelihood of the watch times
+        under exp(map(logit)). Every impression counts, through the two knots around it, so the
+        map is calibrated on each knot's neighbourhood (the fitted sums of exp(map) and of watch
+        time agree there) and the lowest scores, where clicks are rare, are fitted from the whole
+        first segment rather than extrapolated from one bin's mean.
+        """
         logits = np.asarray(logits, np.float64)
         observed_s = np.asarray(observed_s, np.float64)
         if logits.shape != observed_s.shape or logits.size < self.num_knots:
@@ -68,28 +77,17 @@ class WatchTimeCalibration(tf.keras.layers.Layer):
         if not (np.isfinite(logits).all() and np.isfinite(observed_s).all()) or observed_s.sum() <= 0:
             raise ValueError(f"{self.name}: calibration data must be finite with some watch time")
         order = np.argsort(logits, kind="stable")
-        # As many bins as the clicks support (CLICKS_PER_KNOT each), between 2 and num_knots.
-        num_bins = int(np.clip((observed_s > 0).sum() // CLICKS_PER_KNOT, 2, self.num_knots))
-        bins = self._bins(order, observed_s[order] > 0, num_bins)
-        # A bin without clicks would ask for log(0): shrink each bin's mean towards the overall
-        # mean by one pseudo-impression's worth of the overall rate.
-        prior, strength = observed_s.mean(), 1.0
-        observed = np.array([(observed_s[b].sum() + strength * prior) / (len(b) + strength) for b in bins])
-        # Each knot's precision grows with its clicks: pool violators by that weight.
-        counts = np.array([(observed_s[b] > 0).sum() + 1 for b in bins], np.float64)
-        knots = np.array([np.log(np.mean(np.exp(logits[b]))) for b in bins])
+        # As many segments as the clicks support (CLICKS_PER_KNOT each), between 1 and num_knots - 1.
+        segments = int(np.clip((observed_s > 0).sum() // CLICKS_PER_KNOT, 1, self.num_knots - 1))
+        bins = self._bins(order, observed_s[order] > 0, segments)
+        knots = np.array([logits[bins[0][0]]] + [logits[b[-1]] for b in bins])
         knots = np.maximum.accumulate(knots) + np.arange(len(knots)) * 1e-4  # strictly increasing
-        values = _pool_adjacent_violators(np.log(observed), counts)
-        for _ in range(iterations):
-            # Interpolation between bin centres does not give each bin exactly its mean: correct
-            # each knot by the remaining ratio, keeping the map increasing.
-            mapped = self._apply(logits, knots, values)
-            predicted = np.array([np.exp(mapped[b]).mean() for b in bins])
-            values = _pool_adjacent_violators(values + np.log(observed / predicted), counts)
+        values = self._poisson_values(logits, observed_s, knots, iterations)
+        values = _pool_adjacent_violators(values, np.ones_like(values))
         values = values + np.arange(len(values)) * 1e-4  # strictly increasing: no new ties
-        if num_bins < self.num_knots:
+        if len(knots) < self.num_knots:
             # The layer has num_knots slots: add points on the fitted segments (the same map).
-            extra = np.linspace(knots[0], knots[-1], self.num_knots - num_bins + 2)[1:-1]
+            extra = np.linspace(knots[0], knots[-1], self.num_knots - len(knots) + 2)[1:-1]
             extra = extra + (extra - knots[0]) * 1e-6  # never exactly on a fitted knot
             values = np.interp(np.sort(np.r_[knots, extra]), knots, values)
             knots = np.sort(np.r_[knots, extra])
@@ -97,12 +95,34 @@ class WatchTimeCalibration(tf.keras.layers.Layer):
         self.values.assign(values.astype(np.float32))
         return self
 
-    def _bins(self, order: np.ndarray, clicked: np.ndarray, num_bins: int) -> list[np.ndarray]:
-        """Bins of the sorted impressions holding equal numbers of clicks (not of impressions).
+    @staticmethod
+    def _poisson_values(z: np.ndarray, t: np.ndarray, knots: np.ndarray, iterations: int) -> np.ndarray:
+        """Values at the knots maximising sum(t * f(z) - exp(f(z))), f the linear interpolation
+        (Newton's method; a tiny ridge towards the overall mean keeps empty segments finite)."""
+        k = len(knots)
+        left = np.clip(np.searchsorted(knots, z, side="right") - 1, 0, k - 2)
+        share = np.clip((z - knots[left]) / (knots[left + 1] - knots[left]), 0.0, 1.0)  # weight of the right knot
+        rows = [(left, 1.0 - share), (left + 1, share)]
+        prior = np.log(t.mean())
+        ridge = 1e-6 * len(z) * t.mean()
+        values = np.full(k, prior)
+        for _ in range(iterations):
+            f = values[left] * (1.0 - share) + values[left + 1] * share
+            rate = np.exp(f)
+            gradient = sum(np.bincount(i, w * (t - rate), minlength=k) for i, w in rows) - ridge * (values - prior)
+            hessian = np.diag(np.full(k, ridge))
+            for i, wi in rows:
+                for j, wj in rows:
+                    np.add.at(hessian, (i, j), wi * wj * rate)
+            step = np.linalg.solve(hessian, gradient)
+            values = values + np.clip(step, -2.0, 2.0)
+            if np.abs(step).max() < 1e-7:
+                break
+        return values
 
-        A knot's value is the log of its bin's mean watch time, whose noise falls with the
-        number of clicks in the bin: equal-count bins leave the lowest-scored bins a few dozen
-        clicks, and their knots a quarter off on fresh impressions.
+    def _bins(self, order: np.ndarray, clicked: np.ndarray, num_bins: int) -> list[np.ndarray]:
+        """Bins of the sorted impressions holding equal numbers of clicks (not of impressions):
+        how precisely a segment of the map is known grows with its clicks, not its impressions.
         """
         clicks = np.cumsum(clicked)
         targets = clicks[-1] * np.arange(1, num_bins) / num_bins
@@ -111,22 +131,6 @@ class WatchTimeCalibration(tf.keras.layers.Layer):
         step = np.arange(num_bins - 1)
         cuts = np.minimum(np.maximum.accumulate(cuts - step) + step, len(order) - num_bins + 1 + step)
         return np.split(order, cuts)
-
-    @staticmethod
-    def _end_slopes(knots, values):
-        # Beyond the end knots the map continues the end segments' slopes (kept positive, so the
-        # map stays strictly increasing): the network's most extreme scores are its most
-        # over-confident, and a slope-1 continuation would keep exactly that over-confidence.
-        low = (values[1] - values[0]) / max(knots[1] - knots[0], 1e-12)
-        high = (values[-1] - values[-2]) / max(knots[-1] - knots[-2], 1e-12)
-        return max(low, MIN_END_SLOPE), max(high, MIN_END_SLOPE)
-
-    @classmethod
-    def _apply(cls, z: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
-        low, high = cls._end_slopes(knots, values)
-        inside = np.interp(z, knots, values)
-        return np.where(z < knots[0], values[0] + low * (z - knots[0]),
-                        np.where(z > knots[-1], values[-1] + high * (z - knots[-1]), inside))
 
     def call(self, z: tf.Tensor) -> tf.Tensor:
         shape = tf.shape(z)
@@ -137,6 +141,9 @@ class WatchTimeCalibration(tf.keras.layers.Layer):
         lo, hi = tf.gather(k, i), tf.gather(k, i + 1)
         frac = tf.clip_by_value((z - lo) / tf.maximum(hi - lo, 1e-12), 0.0, 1.0)
         inside = tf.gather(v, i) + frac * (tf.gather(v, i + 1) - tf.gather(v, i))
+        # Beyond the end knots the map continues the end segments' slopes (kept positive, so the
+        # map stays strictly increasing): the network's most extreme scores are its most
+        # over-confident, and a slope-1 continuation would keep exactly that over-confidence.
         low = tf.maximum((v[1] - v[0]) / tf.maximum(k[1] - k[0], 1e-12), MIN_END_SLOPE)
         high = tf.maximum((v[-1] - v[-2]) / tf.maximum(k[-1] - k[-2], 1e-12), MIN_END_SLOPE)
         mapped = tf.where(z < k[0], v[0] + low * (z - k[0]), tf.where(z > k[-1], v[-1] + high * (z - k[-1]), inside))

@@ -170,7 +170,9 @@ def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: i
 
     `observed_s` is each impression's watch time (0 when not clicked): a calibrated ranker's
     exp(logit) matches it on average within every bin. Bins hold equal numbers of impressions
-    (ties in the prediction are split by position).
+    (ties in the prediction are split by position). Each bin also reports its clicks and the
+    standard error of its observed mean (`observed_se_s`): with few clicks in the lowest bins
+    the observed mean itself is uncertain by a tenth or more.
     """
     predicted_s = np.asarray(predicted_s, np.float64)
     observed_s = np.asarray(observed_s, np.float64)
@@ -180,8 +182,11 @@ def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: i
     order = np.argsort(predicted_s, kind="stable")
     rows = []
     for decile, members in enumerate(np.array_split(order, bins), start=1):
+        observed = observed_s[members]
         rows.append({"decile": decile, "predicted_s": float(predicted_s[members].mean()),
-                     "observed_s": float(observed_s[members].mean()), "impressions": int(len(members))})
+                     "observed_s": float(observed.mean()), "impressions": int(len(members)),
+                     "clicks": int((observed > 0).sum()),
+                     "observed_se_s": float(observed.std(ddof=1) / np.sqrt(len(members))) if len(members) > 1 else 0.0})
     return rows
 
 

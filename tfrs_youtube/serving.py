@@ -88,7 +88,8 @@ def validate_request(request: dict[str, tf.Tensor], specs: dict[str, tf.TensorSp
     for ages, history in AGED_HISTORIES.items():
         if ages in request:
             dims = lambda name: [position[name] + i for i in range(request[name].shape.rank)]  # noqa: E731
-            conditions.append(tf.reduce_all(tf.equal(tf.gather(shapes, dims(ages)), tf.gather(shapes, dims(history))))[None])
+            same = tf.equal(tf.gather(shapes, dims(ages)), tf.gather(shapes, dims(history)))
+            conditions.append(tf.reduce_all(same)[None])
             messages.append(f"request input {ages}: must have the shape of {history} (one age per entry)")
     for name in NON_NEGATIVE_INPUTS:
         if name in request:

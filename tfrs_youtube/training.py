@@ -211,8 +211,10 @@ def train_ranker(ranker: Ranker, train: dict[str, np.ndarray], calibration: dict
     tf.keras.utils.set_random_seed(seed)
     # The ranker knows the videos it fits on (shown, or watched before a fitted impression); the
     # calibration slice's new videos stay unknown to it, as videos uploaded after training will be.
-    seen = np.r_[np.asarray(train["video_id"]).astype(str), np.asarray(train["watch_history"]).astype(str).ravel()]
-    ranker.set_known_videos(np.unique(seen[seen != ""]))
+    # (pd.unique hashes; np.unique would sort the tens of millions of history entries.)
+    seen = pd.unique(np.r_[np.asarray(train["video_id"], dtype=object),
+                           np.asarray(train["watch_history"], dtype=object).ravel()])
+    ranker.set_known_videos([v for v in seen if v != ""])
     if getattr(ranker, "optimizer", None) is None:
         ranker.compile(optimizer=tf.keras.optimizers.Adam(ranker.config.learning_rate))
     callbacks = list(callbacks or [])

@@ -1,4 +1,6 @@
-"""The `tfrs-youtube` command: `demo` runs the main job, `recommend` serves a request."""
+"""The `tfrs-youtube` command: `data` writes an event log, `train` fits both stages into a run
+folder, `evaluate` scores a run (or a data set), `export` writes TF Serving's layout, `recommend`
+answers a request with an exported model, and `demo` does all of it on synthetic data."""
 
 from __future__ import annotations
 
@@ -53,52 +55,38 @@ def _demo(args) -> int:
     config.synthetic.seed = args.seed
     result = run_demo(config)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result["report"], f, indent=2, default=float)
+        from tfrs_youtube.files import write_text
+
+        write_text(args.json, json.dumps(result["report"], indent=2, default=float))
     return 0
 
 
-def _evaluate(args) -> int:
-    """Trains the candidate generator on a data set and scores its held-out targets."""
-    import numpy as np
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr (argparse would print the usage block first)."""
 
-    from tfrs_youtube import presets
-    from tfrs_youtube.data.examples import ExampleBuilder
-    from tfrs_youtube.data.schema import EventLog
-    from tfrs_youtube.training import evaluate_candidates, train_candidate_generator
-
-    if os.path.exists(os.path.join(args.data, "users.csv")):
-        log, config = EventLog.read_csv(args.data), presets.synthetic_demo(args.seed)
-    else:
-        from tfrs_youtube.data.movielens import load_movielens
-
-        log, config = load_movielens(args.data), presets.movielens(args.seed)
-    # Say what the data set lacks or what was derived rather than observed, every time it is loaded.
-    for table in ("searches", "impressions"):
-        if table in log.notes:
-            print(f"{log.name} {table}: {log.notes[table]}", file=sys.stderr)
-    if args.epochs:
-        config.candidate_epochs = args.epochs
-    builder = ExampleBuilder(log, config.examples)
-    run = train_candidate_generator(builder, config, verbose=args.verbose)
-    ks = tuple(int(k) for k in args.ks.split(","))
-    report = {"dataset": log.name, "split": args.split, "index": args.index, "train_s": run.train_s,
-              "watched_excluded": not args.keep_watched,
-              "metrics": evaluate_candidates(run, builder, args.split, ks, index=args.index,
-                                             exclude_watched=not args.keep_watched)}
-    text = json.dumps(report, indent=2, default=lambda v: float(np.asarray(v)))
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text)
-    print(text)
-    return 0
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    import tfrs_youtube  # noqa: F401  (selects Keras 2 before anything loads Keras)
+# Errors that mean bad input (a missing file, a bad config key, malformed data, an unusable run
+# folder): reported as one line. Anything else is a bug and keeps its traceback.
+_USER_ERRORS = (OSError, ValueError)
 
-    parser = argparse.ArgumentParser(prog="tfrs-youtube", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+
+def build_parser() -> argparse.ArgumentParser:
+    from tfrs_youtube.commands import data, evaluate, export, train
+
+    parser = _Parser(prog="tfrs-youtube", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{data,train,evaluate,export,recommend,demo}")
+    data.add_parser(sub)
+    train.add_parser(sub)
+    evaluate.add_parser(sub)
+    export.add_parser(sub)
+    rec = sub.add_parser("recommend", help="answer a TF Serving REST request body with an exported model")
+    rec.add_argument("--model", required=True, help="a version directory, or a model directory (latest version)")
+    rec.add_argument("--request", required=True, help='a JSON file ("instances" or "inputs"), or - for stdin')
+    rec.add_argument("--signature", default="serving_default")
+    rec.set_defaults(func=_recommend)
     demo = sub.add_parser("demo", help="train both stages on the synthetic log, export, serve three users")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="a tiny log and one epoch (seconds, for smoke tests)")
@@ -106,24 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--saved-models-dir", default="saved_models")
     demo.add_argument("--json", help="also write the evaluation report here")
     demo.set_defaults(func=_demo)
-    ev = sub.add_parser("evaluate", help="train candidate generation on a data set; HR/NDCG/MAP@K as JSON")
-    ev.add_argument("--data", required=True, help="a MovieLens 100K/1M directory, or an event log of CSV tables")
-    ev.add_argument("--json", help="also write the report here")
-    ev.add_argument("--index", choices=("exact", "scann"), default="exact")
-    ev.add_argument("--split", choices=("test", "validation"), default="test")
-    ev.add_argument("--ks", default="10,50,100")
-    ev.add_argument("--keep-watched", action="store_true", help="rank videos the user already watched too")
-    ev.add_argument("--epochs", type=int, help="override the preset's epochs")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--verbose", type=int, default=1)
-    ev.set_defaults(func=_evaluate)
-    rec = sub.add_parser("recommend", help="answer a TF Serving REST request body with an exported model")
-    rec.add_argument("--model", required=True, help="a version directory, or a model directory (latest version)")
-    rec.add_argument("--request", required=True, help='a JSON file ("instances" or "inputs"), or - for stdin')
-    rec.add_argument("--signature", default="serving_default")
-    rec.set_defaults(func=_recommend)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tfrs_youtube  # noqa: F401  (selects Keras 2 before anything loads Keras)
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"tfrs-youtube {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as err:
+        if os.environ.get("TFRS_YOUTUBE_TRACEBACK"):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, OSError) and err.filename and err.filename not in message:
+            message += f": {err.filename}"
+        print(f"tfrs-youtube {args.command}: error: {message}", file=sys.stderr)
+        return getattr(err, "exit_code", 1)  # runs.Interrupted: 130, as for Ctrl-C
 
 
 if __name__ == "__main__":

@@ -88,8 +88,11 @@ class CandidateRun:
 
 
 def train_candidate_generator(builder: ExampleBuilder, config: TrainConfig, embeddings: FeatureEmbeddings | None = None,
-                              verbose: int = 1) -> CandidateRun:
-    """Fits the candidate generator on the builder's training watches (validation: the next ones)."""
+                              verbose: int = 1, callbacks: list | None = None) -> CandidateRun:
+    """Fits the candidate generator on the builder's training watches (validation: the next ones).
+
+    `callbacks` go to `model.fit` (e.g. checkpoints to resume from, TensorBoard; see `runs`).
+    """
     tf.keras.utils.set_random_seed(config.seed)
     train = builder.retrieval_examples("train")
     validation = builder.retrieval_examples("validation")
@@ -105,7 +108,7 @@ def train_candidate_generator(builder: ExampleBuilder, config: TrainConfig, embe
     started = time.perf_counter()
     model.fit(to_dataset(train, config.batch_size, shuffle=True, seed=config.seed),
               validation_data=to_dataset(validation, 4096) if len(validation["video_id"]) else None,
-              epochs=config.candidate_epochs, verbose=verbose)
+              epochs=config.candidate_epochs, verbose=verbose, callbacks=list(callbacks or []))
     return CandidateRun(model, embeddings, train, validation, test, time.perf_counter() - started)
 
 
@@ -129,26 +132,63 @@ def evaluate_candidates(run: CandidateRun, builder: ExampleBuilder, split: str =
     return report
 
 
-def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: int = 1) -> TrainedSystem:
-    """Trains candidate generation and ranking on `log` and evaluates them on later events."""
-    config = config or TrainConfig()
-    say = print if verbose else (lambda *a, **k: None)
+@dataclasses.dataclass
+class Examples:
+    """Everything derived from config + data before any fitting: the builder, the candidate
+    generator's training watches, and the ranker's fit / calibration / test impressions."""
+
+    builder: ExampleBuilder
+    train: dict
+    rank_train: dict
+    rank_calibration: dict
+    rank_test: dict
+
+    @property
+    def has_impressions(self) -> bool:
+        return len(self.rank_train["video_id"]) > 0
+
+
+def prepare(log: EventLog, config: TrainConfig) -> tuple[Examples, FeatureEmbeddings]:
+    """The examples and the shared embeddings both stages train from (deterministic in config and
+    log, so a saved run rebuilds them exactly: `runs.load_run`)."""
     builder = ExampleBuilder(log, config.examples)
     train = builder.retrieval_examples("train")
     rank_train_rows, rank_test_rows = builder.impression_split()
     rank_train_rows, rank_calibration_rows = split_calibration(builder, rank_train_rows,
                                                                config.ranker.calibration_fraction)
-    rank_train = builder.ranking_examples(rank_train_rows)
-    rank_calibration = builder.ranking_examples(rank_calibration_rows)
-    rank_test = builder.ranking_examples(rank_test_rows)
-    say(f"examples: {len(train['video_id'])} train watches; {len(rank_train_rows)} train / "
-        f"{len(rank_calibration_rows)} calibration / {len(rank_test_rows)} test impressions")
-
+    examples = Examples(builder, train, builder.ranking_examples(rank_train_rows),
+                        builder.ranking_examples(rank_calibration_rows), builder.ranking_examples(rank_test_rows))
     continuous = {"example_age_s": train["example_age_s"]}
-    if len(rank_train_rows):
-        continuous.update({k: rank_train[k] for k in ("time_since_topic_watch_s", "previous_impressions",
-                                                      "video_age_s")})
+    if examples.has_impressions:
+        continuous.update({k: examples.rank_train[k] for k in ("time_since_topic_watch_s", "previous_impressions",
+                                                               "video_age_s")})
     embeddings = FeatureEmbeddings.from_examples(log, config.embeddings, label_videos=train["video_id"], **continuous)
+    return examples, embeddings
+
+
+def add_retrieval_scores(candidate: CandidateGenerator, examples: Examples) -> None:
+    """The candidate generator's score of each impression, as of the impression (a request, so
+    example age 0): one of the ranker's features (paper 4.1)."""
+    item_ids = np.asarray(candidate.embeddings.video.vocabulary, dtype=object)
+    item_vectors = candidate.video_vectors(tf.constant(item_ids.astype(str))).numpy()
+    vectors = dict(zip(item_ids, item_vectors))
+    for part in (examples.rank_train, examples.rank_calibration, examples.rank_test):
+        if len(part["video_id"]) and "retrieval_score" not in part:
+            part["example_age_s"] = np.zeros(len(part["video_id"]), np.float32)
+            users = predict(candidate.user_tower, part)
+            part["retrieval_score"] = np.einsum(
+                "ij,ij->i", users, np.stack([vectors[v] for v in part["video_id"]])).astype(np.float32)
+
+
+def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: int = 1) -> TrainedSystem:
+    """Trains candidate generation and ranking on `log` and evaluates them on later events."""
+    config = config or TrainConfig()
+    say = print if verbose else (lambda *a, **k: None)
+    examples, embeddings = prepare(log, config)
+    builder, train = examples.builder, examples.train
+    rank_train, rank_calibration, rank_test = examples.rank_train, examples.rank_calibration, examples.rank_test
+    say(f"examples: {len(train['video_id'])} train watches; {len(rank_train['video_id'])} train / "
+        f"{len(rank_calibration['video_id'])} calibration / {len(rank_test['video_id'])} test impressions")
 
     report: dict = {"dataset": log.name, "users": len(log.users), "videos": len(log.videos)}
     say("training the candidate generator")
@@ -157,25 +197,15 @@ def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: i
     report["candidate_train_s"] = run.train_s
     report["retrieval"] = evaluate_candidates(run, builder, seed=config.seed)
     item_ids = np.asarray(embeddings.video.vocabulary, dtype=object)
-    item_vectors = candidate.video_vectors(tf.constant(item_ids.astype(str))).numpy()
     user_vectors = predict(candidate.user_tower, test)
-
-    # The candidate generator's score of each impression, as of the impression (a request, so
-    # example age 0), is one of the ranker's features (paper 4.1).
-    vectors = dict(zip(item_ids, item_vectors))
-    for examples in (rank_train, rank_calibration, rank_test):
-        if len(examples["video_id"]):
-            examples["example_age_s"] = np.zeros(len(examples["video_id"]), np.float32)
-            users = predict(candidate.user_tower, examples)
-            examples["retrieval_score"] = np.einsum(
-                "ij,ij->i", users, np.stack([vectors[v] for v in examples["video_id"]])).astype(np.float32)
-    if len(rank_train_rows):
+    add_retrieval_scores(candidate, examples)
+    if examples.has_impressions:
         embeddings.adapt_continuous(retrieval_score=rank_train["retrieval_score"])
 
     say("training the ranker")
     ranker = Ranker(config.ranker, embeddings)
     ranker.compile(optimizer=tf.keras.optimizers.Adam(config.ranker.learning_rate))
-    if len(rank_train_rows):
+    if examples.has_impressions:
         started = time.perf_counter()
         train_ranker(ranker, rank_train, rank_calibration, config.ranker_epochs, config.batch_size, config.seed,
                      verbose)

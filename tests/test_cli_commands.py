@@ -1,0 +1,427 @@
+"""The command line of a whole workflow: data -> train -> evaluate -> export, resumption after an
+interruption, TensorBoard logs, and one clear line (and no partial output) for bad input.
+
+Most commands run in this process through `cli.main` (TensorFlow is imported once); the bad-input
+checks run the real `python -m tfrs_youtube` so that what reaches stderr is exactly what a user
+sees. Sizes are tiny: a 150-user log, two epochs per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import MOVIELENS_FIXTURES
+
+# One batch per epoch (batch larger than the data), no sampled negatives, no unknown-video
+# dropout and no calibration slice: nothing depends on the data order or on random draws,
+# which resumption does not restore (see `runs`), so resumed and uninterrupted runs must agree.
+CONFIG_YAML = """\
+preset: synthetic_demo
+candidate_epochs: 2
+ranker_epochs: 2
+batch_size: 16384
+candidate:
+  num_sampled_negatives: 0
+ranker:
+  calibration_fraction: 0.0
+  unknown_video_rate: 0.0
+serving:
+  num_candidates: 50
+"""
+CONFIG_JSON = {"preset": "synthetic_demo", "candidate_epochs": 2, "ranker_epochs": 2, "batch_size": 16384,
+               "candidate": {"num_sampled_negatives": 0},
+               "ranker": {"calibration_fraction": 0.0, "unknown_video_rate": 0.0},
+               "serving": {"num_candidates": 50}}
+
+
+def cli(*argv) -> int:
+    from tfrs_youtube.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def cli_process(*argv, cwd=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the package's own default: what a user gets
+    return subprocess.run([sys.executable, "-m", "tfrs_youtube", *map(str, argv)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd, env=env)
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary or partial paths that a failed command must not leave behind."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") or p.name.endswith(".partial"))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def event_log(work) -> Path:
+    out = work / "synthetic"
+    assert cli("data", "synth", "--users", 150, "--videos", 200, "--days", 20, "--seed", 3, "--out", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def config_files(work) -> dict[str, Path]:
+    (work / "config.yaml").write_text(CONFIG_YAML)
+    (work / "config.json").write_text(json.dumps(CONFIG_JSON))
+    return {"yaml": work / "config.yaml", "json": work / "config.json"}
+
+
+@pytest.fixture(scope="module")
+def trained_run(work, event_log, config_files) -> Path:
+    run = work / "runs" / "tiny"
+    assert cli("train", "--config", config_files["yaml"], "--data", event_log, "--out", run,
+               "--logdir", work / "tb", "--verbose", 0) == 0
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def test_data_synth_writes_a_readable_log(event_log, capsys):
+    from tfrs_youtube.data.directory import read_dataset, read_info
+
+    log = read_dataset(str(event_log))  # validates every table
+    assert len(log.users) == 150 and len(log.videos) == 200
+    assert len(log.watches) > 0 and len(log.impressions) > 0 and len(log.searches) > 0
+    info = read_info(str(event_log))
+    assert info["source"] == "synthetic" and info["synthetic"]["seed"] == 3 and info["synthetic"]["days"] == 20
+    assert log.notes["impressions"].startswith("Simulated")  # the notes travel with the data
+    assert leftovers(event_log.parent) == []
+    # The same arguments give the same log; an existing folder is only replaced with --force.
+    again = event_log.parent / "again"
+    assert cli("data", "synth", "--users", 150, "--videos", 200, "--days", 20, "--seed", 3, "--out", again) == 0
+    assert (again / "watches.csv").read_bytes() == (event_log / "watches.csv").read_bytes()
+    capsys.readouterr()
+    assert cli("data", "synth", "--users", 20, "--videos", 30, "--out", again) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert cli("data", "synth", "--users", 20, "--videos", 30, "--out", again, "--force") == 0
+    assert len(read_dataset(str(again)).users) == 20 and leftovers(again.parent) == []
+
+
+MOVIELENS_SOURCES = [pytest.param(MOVIELENS_FIXTURES / "ml-100k-mini", id="fixture")]
+if os.environ.get("TFRS_YOUTUBE_MOVIELENS_100K"):
+    MOVIELENS_SOURCES.append(pytest.param(Path(os.environ["TFRS_YOUTUBE_MOVIELENS_100K"]), id="official"))
+
+
+@pytest.mark.parametrize("source", MOVIELENS_SOURCES)
+def test_data_movielens_writes_a_log_with_its_notes(source, tmp_path, capsys):
+    from tfrs_youtube.data.directory import read_dataset, read_info
+    from tfrs_youtube.data.movielens import load_100k
+
+    ratings = len((source / "u.data").read_text().strip().splitlines())
+    out = tmp_path / "ml"
+    assert cli("data", "movielens", "--variant", "100k", "--path", source, "--out", out,
+               "--impressions-per-watch", 1) == 0
+    err = capsys.readouterr().err
+    assert "ml-100k searches: Absent" in err and "ml-100k impressions: Derived" in err
+    log = read_dataset(str(out))
+    assert len(log.watches) == ratings and set(log.watches["source"]) == {"external"}
+    assert log.impressions["clicked"].sum() == ratings  # each rating is its page's clicked impression
+    assert log.notes["impressions"] == load_100k(source, 1).notes["impressions"]
+    assert read_info(str(out))["variant"] == "100k" and read_info(str(out))["source"] == "movielens"
+
+
+def test_data_movielens_without_network_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from tfrs_youtube.data import movielens
+
+    def offline(url, destination):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(movielens, "_fetch", offline)
+    out = tmp_path / "ml"
+    assert cli("data", "movielens", "--variant", "1m", "--download-dir", tmp_path / "dl", "--out", out) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tfrs-youtube data: error: could not download") and "ml-1m.zip" in err[-1]
+    assert not out.exists() and not (tmp_path / "dl" / "ml-1m.zip.part").exists()
+
+
+def test_data_movielens_of_the_wrong_variant_names_the_missing_files(tmp_path, capsys):
+    assert cli("data", "movielens", "--variant", "1m", "--path", MOVIELENS_FIXTURES / "ml-100k-mini",
+               "--out", tmp_path / "ml") == 1
+    assert "missing ['ratings.dat'" in capsys.readouterr().err and not (tmp_path / "ml").exists()
+
+
+def test_a_failed_write_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
+    from tfrs_youtube.data.schema import EventLog
+
+    real = EventLog.to_csv
+
+    def fail_half_way(self, directory):
+        real(self, directory)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(EventLog, "to_csv", fail_half_way)
+    assert cli("data", "synth", "--users", 20, "--videos", 30, "--out", tmp_path / "log") == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# train -> evaluate -> export
+
+
+def test_train_writes_a_complete_run(trained_run, event_log, config_files):
+    from tfrs_youtube.config_files import load_train_config
+    from tfrs_youtube.runs import read_config, read_info
+
+    assert not Path(str(trained_run) + ".partial").exists()
+    assert sorted(os.listdir(trained_run)) == ["checkpoints", "config.json", "run.json", "vocabularies.json"]
+    # YAML and JSON spellings of one config are the same config, saved complete.
+    assert read_config(trained_run) == load_train_config(str(config_files["yaml"]))
+    assert load_train_config(str(config_files["json"])) == read_config(trained_run)
+    info = read_info(trained_run)
+    assert info["data"] == str(event_log) and set(info["stages"]) == {"candidate", "ranker"}
+    for stage in ("candidate", "ranker"):
+        assert len(info["stages"][stage]["history"]["loss"]) == 2  # both epochs ran, none was resumed
+        assert info["stages"][stage]["resumed_after_epoch"] is None
+
+
+def test_evaluate_run_reports_both_stages_as_the_library_does(trained_run, event_log, work, capsys):
+    """`evaluate --run` on the restored models gives the figures `train_two_stage` gives on the
+    models it has just trained in memory, from the same config and data."""
+    from tfrs_youtube.data.directory import read_dataset
+    from tfrs_youtube.runs import read_config
+    from tfrs_youtube.training import train_two_stage
+
+    out = work / "evaluation.json"
+    capsys.readouterr()
+    assert cli("evaluate", "--run", trained_run, "--json", out) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads(out.read_text())
+    assert printed == report and report["stages"] == ["candidate", "ranker"]
+    assert set(report["retrieval"]) == {"tfrs_youtube", "most_popular", "random"}
+    assert {"HR@10", "NDCG@10", "MAP@10", "HR@100"} <= set(report["retrieval"]["tfrs_youtube"])
+    ranking = report["ranking"]
+    assert {"auc", "weighted_per_user_loss"} <= set(ranking["tfrs_youtube"])
+    assert len(ranking["calibration"]) == 10 and 0.0 <= ranking["tfrs_youtube"]["auc"] <= 1.0
+
+    reference = train_two_stage(read_dataset(str(event_log)), read_config(trained_run), verbose=0).report
+    for name in ("tfrs_youtube", "most_popular"):
+        for metric, value in reference["retrieval"][name].items():
+            assert report["retrieval"][name][metric] == pytest.approx(value, abs=1e-6), (name, metric)
+    for metric in ("auc", "weighted_per_user_loss"):
+        assert ranking["tfrs_youtube"][metric] == pytest.approx(reference["ranking"]["tfrs_youtube"][metric],
+                                                                abs=1e-5)
+    assert ranking["mean_expected_watch_time_s"] == pytest.approx(
+        reference["ranking"]["mean_expected_watch_time_s"], rel=1e-5)
+
+
+def test_export_run_writes_both_saved_models(trained_run, work, capsys):
+    from tfrs_youtube.export import read_metadata
+
+    base = work / "saved_models"
+    capsys.readouterr()
+    assert cli("export", "--run", trained_run, "--base-dir", base, "--name", "tiny") == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(base / "tiny" / "1"), str(base / "tiny_portable" / "1")]
+    metadata = read_metadata(printed[0])
+    assert metadata["run"]["directory"] == str(trained_run) and metadata["config"]["candidate_epochs"] == 2
+    assert metadata["variant"] == "scann" and read_metadata(printed[1])["variant"] == "portable"
+    # The portable twin loads with TensorFlow alone and answers a request.
+    model = tf.saved_model.load(printed[1])
+    signature = model.signatures["serving_default"]
+    assert set(signature.structured_outputs) >= {"video_ids", "expected_watch_time_s"}
+    assert leftovers(base / "tiny") == []
+
+
+def test_logdir_has_both_stages_scalars(trained_run, work):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tags(path: Path) -> set[str]:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        found = set(accumulator.Tags()["scalars"]) | set(accumulator.Tags()["tensors"])
+        for tag in found:
+            if tag.startswith("epoch_"):  # one value per epoch
+                assert [e.step for e in accumulator.Tensors(tag)] == [0, 1], (path, tag)
+        return found
+
+    assert {"epoch_loss", "epoch_total_loss"} <= tags(work / "tb" / "candidate" / "train")
+    assert {"epoch_loss", "epoch_factorized_top_k/top_10_categorical_accuracy"} <= tags(
+        work / "tb" / "candidate" / "validation")
+    assert {"epoch_loss", "epoch_auc"} <= tags(work / "tb" / "ranker" / "train")
+
+
+# --------------------------------------------------------------------------------------------
+# resumption
+
+
+def _checkpoint_values(run: Path, stage: str) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(run / "checkpoints" / stage / "model"))
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if not key.startswith("save_counter") and "_CHECKPOINTABLE_OBJECT_GRAPH" not in key}
+
+
+def test_interrupted_training_resumes_where_it_stopped(trained_run, event_log, config_files, work, monkeypatch,
+                                                       capsys):
+    """Ctrl-C right after the first epoch of each stage; --resume continues after the saved epoch
+    and ends with the weights (and optimizer state) of the uninterrupted run."""
+    backup = tf.keras.callbacks.BackupAndRestore
+    ran: list[tuple[str, int]] = []
+    save = backup.on_epoch_end
+
+    def interrupt_after_first_epoch(self, epoch, logs=None):
+        save(self, epoch, logs)  # the epoch's backup is written, then the user presses Ctrl-C
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    begin = backup.on_epoch_begin
+
+    def record_epoch(self, epoch, logs=None):
+        ran.append((type(self.model).__name__, epoch))
+        begin(self, epoch, logs)
+
+    monkeypatch.setattr(backup, "on_epoch_begin", record_epoch)
+    monkeypatch.setattr(backup, "on_epoch_end", interrupt_after_first_epoch)
+    run = work / "runs" / "resumed"
+    partial = Path(str(run) + ".partial")
+    args = ("train", "--config", config_files["json"], "--data", event_log, "--out", run, "--verbose", 0)
+
+    capsys.readouterr()
+    assert cli(*args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "candidate epoch 1" in err[-1] and "--resume" in err[-1]
+    assert ran == [("CandidateGenerator", 0)] and partial.is_dir() and not run.exists()
+    assert cli(*args) == 1  # without --resume, the interrupted run is not silently overwritten
+    assert "add --resume" in capsys.readouterr().err
+
+    ran.clear()
+    assert cli(*args, "--resume") == 130  # the candidate stage finishes, the ranker is interrupted
+    assert "stage candidate finished, ranker epoch 1" in capsys.readouterr().err
+    assert ran == [("CandidateGenerator", 1), ("Ranker", 0)]
+
+    ran.clear()
+    monkeypatch.setattr(backup, "on_epoch_end", save)
+    assert cli(*args, "--resume") == 0
+    assert ran == [("Ranker", 1)] and run.is_dir() and not partial.exists()
+    info = json.loads((run / "run.json").read_text())
+    assert info["stages"]["ranker"]["resumed_after_epoch"] == 1
+
+    for stage in ("candidate", "ranker"):
+        _assert_same_checkpoint(run, trained_run, stage)
+
+
+def _assert_same_checkpoint(run: Path, reference: Path, stage: str) -> None:
+    values, expected = _checkpoint_values(run, stage), _checkpoint_values(reference, stage)
+    assert values.keys() == expected.keys()
+    assert any(f"{stage}/optimizer" in key for key in values)  # Adam's slots and step count too
+    for key, value in expected.items():
+        if value.dtype.kind in "OSU":
+            assert (values[key] == value).all(), key
+        else:
+            # Float sums in another order (the shuffle) leave ~1e-6 of each tensor's scale; a
+            # lost epoch or optimizer state would move values by a large part of it.
+            scale = float(np.abs(value).max()) if value.size else 0.0
+            np.testing.assert_allclose(values[key], value, rtol=1e-4, atol=1e-5 * max(scale, 1e-3), err_msg=key)
+
+
+def test_stage_ranker_retrains_a_runs_ranker_on_its_candidate_generator(trained_run, event_log, config_files,
+                                                                         work, capsys):
+    run = work / "runs" / "restaged"
+    shutil.copytree(trained_run, run)
+    changed = work / "changed.json"
+    changed.write_text(json.dumps(dict(CONFIG_JSON, candidate_epochs=3)))
+    line = _one_line_in_process(capsys, "train", "--config", changed, "--data", event_log, "--out", run,
+                                "--stage", "ranker")
+    assert "config key 'candidate_epochs' differs from the run's" in line
+    candidate = (run / "checkpoints" / "candidate" / "model.data-00000-of-00001").read_bytes()
+    assert cli("train", "--config", config_files["json"], "--data", event_log, "--out", run, "--stage", "ranker",
+               "--verbose", 0) == 0
+    # The candidate stage is untouched; the ranker trained on it again is the one `both` trained.
+    assert (run / "checkpoints" / "candidate" / "model.data-00000-of-00001").read_bytes() == candidate
+    _assert_same_checkpoint(run, trained_run, "ranker")
+    assert leftovers(run.parent) == []
+
+
+# --------------------------------------------------------------------------------------------
+# bad input: one line on stderr, a non-zero exit, nothing written
+
+
+def _one_line(done: subprocess.CompletedProcess) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0 and len(lines) == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def _one_line_in_process(capsys, *argv) -> str:
+    capsys.readouterr()
+    try:
+        code = cli(*argv)
+    except SystemExit as stop:  # argparse's exit
+        code = stop.code
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1, lines
+    return lines[0]
+
+
+# Two real processes: what a user's terminal shows for a bad argument and for a bad config key.
+
+def test_unknown_option_in_a_real_process(tmp_path):
+    line = _one_line(cli_process("data", "synth", "--out", tmp_path / "log", "--bogus"))
+    assert line == ("tfrs-youtube: error: unrecognized arguments: --bogus (see tfrs-youtube --help)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_invalid_config_key_in_a_real_process(tmp_path, event_log):
+    (tmp_path / "typo.yaml").write_text("candidate:\n  dept: 3\n")
+    line = _one_line(cli_process("train", "--config", tmp_path / "typo.yaml", "--data", event_log,
+                                 "--out", tmp_path / "run"))
+    assert line.startswith("tfrs-youtube train: error: ")
+    assert "unknown config key 'candidate.dept'" in line and "depth" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["typo.yaml"]
+
+
+def test_config_mistakes_name_the_key():
+    from tfrs_youtube.config_files import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="'candidate_epoch' .*candidate_epochs"):
+        config_from_dict({"candidate_epoch": 3})
+    with pytest.raises(ConfigError, match="batch_size must be int, got 'big'"):
+        config_from_dict({"batch_size": "big"})
+    with pytest.raises(ConfigError, match="k <= num_candidates"):
+        config_from_dict({"serving": {"k": 500}})
+    with pytest.raises(ConfigError, match="unknown preset 'youtube'"):
+        config_from_dict({"preset": "youtube"})
+
+
+def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, event_log, config_files, capsys):
+    line = _one_line_in_process(capsys, "train", "--config", tmp_path / "nope.yaml", "--data", event_log,
+                                "--out", tmp_path / "run")
+    assert line == f"tfrs-youtube train: error: config file {tmp_path / 'nope.yaml'} does not exist"
+    line = _one_line_in_process(capsys, "train", "--config", config_files["yaml"], "--data", tmp_path / "absent",
+                                "--out", tmp_path / "run")
+    assert line == f"tfrs-youtube train: error: data directory {tmp_path / 'absent'} does not exist"
+    line = _one_line_in_process(capsys, "data", "movielens", "--variant", "10m", "--out", tmp_path / "ml")
+    assert "invalid choice: '10m'" in line
+    line = _one_line_in_process(capsys, "evaluate", "--run", tmp_path / "nothing")
+    assert line == f"tfrs-youtube evaluate: error: run directory {tmp_path / 'nothing'} does not exist"
+    line = _one_line_in_process(capsys, "export", "--run", tmp_path / "nothing")
+    assert line == f"tfrs-youtube export: error: run directory {tmp_path / 'nothing'} does not exist"
+    line = _one_line_in_process(capsys, "data", "synth", "--users", 0, "--out", tmp_path / "log")
+    assert "num_users must be >= 1" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [("data",), ("data", "synth"), ("data", "movielens"), ("train",),
+                                     ("evaluate",), ("export",), ("recommend",), ("demo",)])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli(*command, "--help")
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: tfrs-youtube {' '.join(command)}")

@@ -1,0 +1,107 @@
+"""`tfrs-youtube evaluate`: held-out metrics as JSON.
+
+With `--data` (as before): trains candidate generation on a data set with its preset and
+scores the held-out targets (HR/NDCG/MAP@K beside most-popular and chance). With `--run`: scores
+a run trained by `tfrs-youtube train`, both stages: retrieval HR/NDCG/MAP@K, the ranker's AUC,
+weighted per-user loss and calibration deciles on held-out impressions, and the served top-K.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from tfrs_youtube.commands import note
+
+
+def add_parser(sub) -> None:
+    ev = sub.add_parser("evaluate", help="held-out metrics as JSON: of a trained run (--run), or train "
+                                         "candidate generation on a data set and score it (--data)",
+                        description=__doc__)
+    ev.add_argument("--run", metavar="RUN_DIR", help="a run folder written by `train` (both stages' metrics)")
+    ev.add_argument("--data", help="a MovieLens 100K/1M directory, or an event log of CSV tables (with --run: "
+                                   "the run's data, if it moved)")
+    ev.add_argument("--json", help="also write the report here")
+    ev.add_argument("--index", choices=("exact", "scann"), default="exact")
+    ev.add_argument("--split", choices=("test", "validation"), default="test",
+                    help="retrieval's held-out targets (ranking and the served lists use the test period)")
+    ev.add_argument("--ks", default="10,50,100")
+    ev.add_argument("--keep-watched", action="store_true", help="rank videos the user already watched too")
+    ev.add_argument("--epochs", type=int, help="override the preset's epochs (--data only)")
+    ev.add_argument("--seed", type=int, default=0, help="(--data only)")
+    ev.add_argument("--verbose", type=int, default=1, help="(--data only)")
+    ev.set_defaults(func=run)
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise ValueError(f"--ks must be comma-separated integers, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise ValueError(f"--ks must be positive, got {text!r}")
+    return ks
+
+
+def run(args) -> int:
+    if args.run is None and args.data is None:
+        raise ValueError("give --run RUN_DIR (a trained run) or --data DIR (train and score candidate generation)")
+    ks = _ks(args.ks)
+    report = run_report(args, ks) if args.run else data_report(args, ks)
+    text = json.dumps(report, indent=2, default=lambda v: float(np.asarray(v)))
+    if args.json:
+        from tfrs_youtube.files import write_text
+
+        write_text(args.json, text)
+    print(text)
+    return 0
+
+
+def data_report(args, ks) -> dict:
+    """Trains the candidate generator on a data set and scores its held-out targets."""
+    from tfrs_youtube import presets
+    from tfrs_youtube.data.directory import is_movielens, read_dataset
+    from tfrs_youtube.data.examples import ExampleBuilder
+    from tfrs_youtube.training import evaluate_candidates, train_candidate_generator
+
+    log = read_dataset(args.data)
+    config = presets.movielens(args.seed) if is_movielens(args.data) else presets.synthetic_demo(args.seed)
+    # Say what the data set lacks or what was derived rather than observed, every time it is loaded.
+    for table in ("searches", "impressions"):
+        if table in log.notes:
+            print(f"{log.name} {table}: {log.notes[table]}", file=sys.stderr)
+    if args.epochs:
+        config.candidate_epochs = args.epochs
+    builder = ExampleBuilder(log, config.examples)
+    run = train_candidate_generator(builder, config, verbose=args.verbose)
+    return {"dataset": log.name, "split": args.split, "index": args.index, "train_s": run.train_s,
+            "watched_excluded": not args.keep_watched,
+            "metrics": evaluate_candidates(run, builder, args.split, ks, index=args.index,
+                                           exclude_watched=not args.keep_watched)}
+
+
+def run_report(args, ks) -> dict:
+    """Both stages of a trained run on its held-out data (the functions `train_two_stage` reports with)."""
+    from tfrs_youtube.runs import load_run
+    from tfrs_youtube.serving import TwoStageRecommender
+    from tfrs_youtube.training import evaluate_candidates, ranking_report, two_stage_report
+
+    loaded = load_run(args.run, args.data, say=note)
+    examples, builder = loaded.examples, loaded.examples.builder
+    candidate_run = loaded.candidate_run()
+    report = {"run": loaded.directory, "dataset": loaded.log.name, "stages": sorted(loaded.info["stages"]),
+              "split": args.split, "index": args.index, "watched_excluded": not args.keep_watched}
+    note("scoring retrieval")
+    report["retrieval"] = evaluate_candidates(candidate_run, builder, args.split, ks, index=args.index,
+                                              exclude_watched=not args.keep_watched, seed=loaded.config.seed)
+    if loaded.ranker is not None and len(examples.rank_test["video_id"]):
+        note("scoring the ranker on held-out impressions")
+        report["ranking"] = ranking_report(loaded.ranker, examples.rank_test, examples.train["video_id"])
+        note("scoring the served top-K lists")
+        recommender = TwoStageRecommender(loaded.candidate, loaded.ranker, loaded.log.videos, loaded.config.serving)
+        item_ids = np.asarray(loaded.embeddings.video.vocabulary, dtype=object)
+        report["two_stage"] = two_stage_report(recommender, builder, candidate_run.test, examples.train["video_id"],
+                                               item_ids)
+    return report

@@ -58,6 +58,14 @@ def test_calibration_bins_by_hand():
     # Standard error of the mean: sample standard deviation / sqrt(n).
     assert rows[0]["observed_se_s"] == pytest.approx(np.std([0, 3, 0], ddof=1) / math.sqrt(3))
     assert rows[1]["observed_se_s"] == pytest.approx(6.0 / math.sqrt(3))
+    assert "unknown_share" not in rows[0]
+    # Unknown videos per bin, in the order of the predictions (not of the input).
+    shuffled = np.array([5, 0, 3, 1, 4, 2])
+    rows = calibration_deciles(np.arange(1.0, 7.0)[shuffled], np.zeros(6), bins=2,
+                               unknown=np.array([True, False, False, True, True, False])[shuffled])
+    assert [r["unknown_share"] for r in rows] == [pytest.approx(1 / 3), pytest.approx(2 / 3)]
+    with pytest.raises(ValueError, match="unknown has shape"):
+        calibration_deciles(np.arange(1.0, 7.0), np.zeros(6), bins=2, unknown=np.ones(5, bool))
 
 
 def test_auc_by_hand():

@@ -227,3 +227,13 @@ def test_videos_the_ranker_never_trained_on_are_scored_as_unknown(tiny_log, impr
     unknown = logit_of("no-such-video")
     share = np.mean(np.isclose(dropped, unknown, atol=1e-6))
     assert 0.35 < share < 0.65  # about unknown_video_rate of them
+
+    # In a history, a video the ranker does not know is left out of the mean, like padding: the
+    # user's representation is the same with it as without it, and differs when a known one is added.
+    history = np.asarray(calibration["watch_history"])[:1].astype(object)
+    padding = int(np.flatnonzero(history[0] == "")[0])
+    with_new, with_known = history.copy(), history.copy()
+    with_new[0, padding], with_known[0, padding] = new_videos[0], known_video
+    user = lambda h: ranker.user_representation(dict(rows, watch_history=tf.constant(h.astype(str)))).numpy()  # noqa: E731
+    np.testing.assert_allclose(user(with_new), user(history), rtol=0, atol=1e-7)
+    assert not np.allclose(user(with_known), user(history), atol=1e-4)

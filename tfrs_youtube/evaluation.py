@@ -165,20 +165,25 @@ def weighted_per_user_loss(pages: np.ndarray, clicked: np.ndarray, watch_time_s:
     return mispredicted / total if total > 0 else float("nan")
 
 
-def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: int = 10) -> list[dict]:
+def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: int = 10,
+                        unknown: np.ndarray | None = None) -> list[dict]:
     """Mean predicted against mean observed watch time per decile (bin) of the prediction.
 
     `observed_s` is each impression's watch time (0 when not clicked): a calibrated ranker's
     exp(logit) matches it on average within every bin. Bins hold equal numbers of impressions
     (ties in the prediction are split by position). Each bin also reports its clicks and the
     standard error of its observed mean (`observed_se_s`): with few clicks in the lowest bins
-    the observed mean itself is uncertain by a tenth or more.
+    the observed mean itself is uncertain by a tenth or more. With `unknown` (True where the
+    ranker did not know the impressed video) each bin also reports `unknown_share`, since known
+    and unknown videos are calibrated by different evidence.
     """
     predicted_s = np.asarray(predicted_s, np.float64)
     observed_s = np.asarray(observed_s, np.float64)
     if predicted_s.shape != observed_s.shape or predicted_s.size < bins:
         raise ValueError(f"calibration needs matching arrays of at least {bins} predictions, got "
                          f"{predicted_s.shape} and {observed_s.shape}")
+    if unknown is not None and np.shape(unknown) != predicted_s.shape:
+        raise ValueError(f"unknown has shape {np.shape(unknown)}, the predictions {predicted_s.shape}")
     order = np.argsort(predicted_s, kind="stable")
     rows = []
     for decile, members in enumerate(np.array_split(order, bins), start=1):
@@ -187,6 +192,8 @@ def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: i
                      "observed_s": float(observed.mean()), "impressions": int(len(members)),
                      "clicks": int((observed > 0).sum()),
                      "observed_se_s": float(observed.std(ddof=1) / np.sqrt(len(members))) if len(members) > 1 else 0.0})
+        if unknown is not None:
+            rows[-1]["unknown_share"] = float(np.mean(np.asarray(unknown)[members]))
     return rows
 
 

@@ -71,7 +71,10 @@ class RankerConfig:
       feature_powers: feed x̃² and √x̃ of each continuous feature beside x̃ (Table 1's ablation
         turns them off).
       calibration_fraction: the share of training impressions (the latest) held out from fitting,
-        to choose the epoch and fit the watch-time calibration (`training.train_ranker`).
+        to choose the epoch and fit the watch-time calibration (`training.train_ranker`). Make
+        the slice span about as long a period as the model will serve before it is calibrated
+        again: the calibration corrects what such a period does to the ranker (videos new to it,
+        stale histories), and a shorter slice under-corrects (`benchmarks/ranking_table1.py`).
       calibration_knots: at most this many knots in the calibration map (it uses one per 1,000
         clicks of the calibration slice).
       unknown_video_rate: during training, the share of impressions whose video is read as
@@ -186,7 +189,11 @@ class Ranker(tfrs.Model):
         candidate (a [candidates, history, d] tensor otherwise)."""
         e = self.embeddings
         parts = [
-            e.video.mean(features["watch_history"]),
+            # Videos the ranker does not know are left out of the history's mean, as they are
+            # scored as unknown when impressed: their rows are untrained (or trained on data the
+            # ranker never saw), and in a held-out period they fill recent histories, so averaging
+            # them in would move every user's representation away from anything training saw.
+            e.video.mean(features["watch_history"], known_rows=self.known_videos),
             e.token.mean(features["search_tokens"]),
             e.categorical["language"](features["language"]),
             e.categorical["country"](features["country"]),

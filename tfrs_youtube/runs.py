@@ -255,9 +255,7 @@ def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "bo
         else:
             say(f"training failed; {_progress(work)} saved in {work} (rerun with --resume once fixed)")
         raise
-    for stage_name in stages:
-        shutil.rmtree(os.path.join(work, "backup", stage_name), ignore_errors=True)
-    shutil.rmtree(os.path.join(work, "backup"), ignore_errors=True)
+    shutil.rmtree(os.path.join(work, "backup"), ignore_errors=True)  # resumption state: done with
     replace_dir(work, run_dir)
     say(f"trained {', '.join(stages)} -> {run_dir}")
     return run_dir

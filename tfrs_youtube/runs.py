@@ -48,6 +48,7 @@ from tfrs_youtube.candidate import CandidateGenerator
 from tfrs_youtube.data import directory as datadir
 from tfrs_youtube.data.schema import EventLog
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
+from tfrs_youtube.export import library_versions
 from tfrs_youtube.files import replace_dir, write_text
 from tfrs_youtube.pipeline import as_tensors
 from tfrs_youtube.ranking import Ranker
@@ -221,7 +222,7 @@ def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "bo
         raise RunError(f"{run_dir} does not exist: --stage ranker continues a run trained with --stage candidate")
 
     log = datadir.read_dataset(data_dir)
-    _say_notes(log, say)
+    datadir.say_notes(log, say)
     examples, embeddings = prepare(log, config)
     if len(examples.train["video_id"]) == 0:
         raise RunError(f"{log.name}: no training examples: every watch is held out (split "
@@ -240,7 +241,7 @@ def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "bo
             _write_json(os.path.join(work, "vocabularies.json"), embeddings.vocabularies)
             _write_json(os.path.join(work, "run.json"), {
                 "format": FORMAT, "data": data_dir, "data_fingerprint": digest, "dataset": log.name,
-                "stages": {}, "library_versions": _versions()})
+                "stages": {}, "library_versions": library_versions()})
         write_text(os.path.join(work, "config.json"), config.to_json())
     info = read_info(work)
     _check_data(info, digest, embeddings, work)
@@ -344,19 +345,6 @@ def _check_data(info: dict, digest: str, embeddings: FeatureEmbeddings, director
             raise RunError(f"the data gives a different {name!r} vocabulary than the run at {directory}")
 
 
-def _say_notes(log: EventLog, say) -> None:
-    # What the data set lacks or derived rather than observed, every time it is loaded.
-    for table in ("searches", "impressions"):
-        if table in log.notes:
-            say(f"{log.name} {table}: {log.notes[table]}")
-
-
-def _versions() -> dict:
-    from tfrs_youtube.export import library_versions
-
-    return library_versions()
-
-
 # --------------------------------------------------------------------------------------------
 # Loading
 
@@ -399,7 +387,7 @@ def load_run(run_dir: str, data_dir: str | None = None, say=print) -> LoadedRun:
     config = read_config(run_dir)
     data_dir = data_dir or info["data"]
     log = datadir.read_dataset(data_dir)
-    _say_notes(log, say)
+    datadir.say_notes(log, say)
     examples, embeddings = prepare(log, config)
     _check_data(info, datadir.fingerprint(data_dir), embeddings, run_dir)
     candidate = CandidateGenerator(config.candidate, embeddings)

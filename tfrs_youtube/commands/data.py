@@ -68,7 +68,7 @@ def synthesize(args) -> int:
 
 def convert_movielens(args) -> int:
     from tfrs_youtube.data import movielens
-    from tfrs_youtube.data.directory import write_dataset
+    from tfrs_youtube.data.directory import say_notes, write_dataset
 
     name = VARIANTS[args.variant]
     out = args.out or os.path.join("datasets", f"movielens-{args.variant}")
@@ -83,9 +83,7 @@ def convert_movielens(args) -> int:
         raise FileNotFoundError(f"MovieLens directory {path} does not exist")
     load = movielens.load_100k if args.variant == "100k" else movielens.load_1m
     log = load(path, args.impressions_per_watch, args.impressions_seed)
-    # Say what was derived rather than observed, as `evaluate` does whenever it loads a data set.
-    for table in ("searches", "impressions"):
-        note(f"{log.name} {table}: {log.notes[table]}")
+    say_notes(log, note)
     write_dataset(log, out, {"source": "movielens", "variant": args.variant, "path": os.path.abspath(path),
                              "impressions_per_watch": args.impressions_per_watch,
                              "impressions_seed": args.impressions_seed}, replace=args.force)

@@ -62,16 +62,13 @@ def run(args) -> int:
 def data_report(args, ks) -> dict:
     """Trains the candidate generator on a data set and scores its held-out targets."""
     from tfrs_youtube import presets
-    from tfrs_youtube.data.directory import is_movielens, read_dataset
+    from tfrs_youtube.data.directory import is_movielens, read_dataset, say_notes
     from tfrs_youtube.data.examples import ExampleBuilder
     from tfrs_youtube.training import evaluate_candidates, train_candidate_generator
 
     log = read_dataset(args.data)
     config = presets.movielens(args.seed) if is_movielens(args.data) else presets.synthetic_demo(args.seed)
-    # Say what the data set lacks or what was derived rather than observed, every time it is loaded.
-    for table in ("searches", "impressions"):
-        if table in log.notes:
-            print(f"{log.name} {table}: {log.notes[table]}", file=sys.stderr)
+    say_notes(log, lambda line: print(line, file=sys.stderr))
     if args.epochs:
         config.candidate_epochs = args.epochs
     builder = ExampleBuilder(log, config.examples)

@@ -53,6 +53,14 @@ def read_dataset(directory: str) -> EventLog:
     return load_movielens(directory)
 
 
+def say_notes(log: EventLog, say=print) -> None:
+    """Says what the data set lacks or derived rather than observed (its searches and impressions
+    notes): every command that loads a data set says it, so no one mistakes them for observations."""
+    for table in ("searches", "impressions"):
+        if table in log.notes:
+            say(f"{log.name} {table}: {log.notes[table]}")
+
+
 def is_movielens(directory: str) -> bool:
     """A raw MovieLens folder, or an event log converted from one by `data movielens`."""
     return not is_event_log(directory) or read_info(directory).get("source") == "movielens"

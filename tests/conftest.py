@@ -53,7 +53,8 @@ def exported_models(tiny_system, tmp_path_factory):
                                                                          int(builder.log.watches["time"].max())))
     from tfrs_youtube.pipeline import as_tensors
 
-    vectors = tiny_system.recommender.user_embedding(as_tensors(users))["user_embedding"].numpy()
+    recommender = tiny_system.recommender
+    vectors = recommender.user_embedding(as_tensors(recommender.user_request(users)))["user_embedding"].numpy()
     return export_two_stage(tiny_system.recommender, str(base), "tiny", metadata={"evaluation": tiny_system.report},
                             warmup_requests=warmup, recall_user_vectors=vectors)
 

@@ -55,7 +55,9 @@ def test_odds_converge_to_the_watch_time_the_loss_promises(tiny_log, impressions
     one["clicked"] = np.array([1, 1, 1] + [0] * 7, np.float32)
     one["watch_time_s"] = np.array([20, 40, 90] + [0] * 7, np.float32)
     tf.keras.utils.set_random_seed(0)
-    config = RankerConfig(hidden_layers=(), negatives=negatives, learning_rate=0.05)
+    # No dropping of history or video: the loss's optimum for these exact inputs is the question.
+    config = RankerConfig(hidden_layers=(), negatives=negatives, learning_rate=0.05, unknown_history_rate=0.0,
+                          unknown_video_rate=0.0)
     ranker = Ranker(config, _embeddings(tiny_log, train))
     ranker.compile(optimizer=tf.keras.optimizers.Adam(0.05))
     ranker.fit(to_dataset(one, 10), epochs=400, verbose=0)
@@ -204,7 +206,9 @@ def test_videos_the_ranker_never_trained_on_are_scored_as_unknown(tiny_log, impr
     known; any other video is scored exactly as an out-of-vocabulary id, and training drops a
     share of known videos to unknown (so it learns that case) while inference never does."""
     _, train, calibration, _ = impressions
-    ranker = Ranker(RankerConfig(hidden_layers=(16,), unknown_video_rate=0.5), _embeddings(tiny_log, train))
+    # (No history dropping here: training-mode logits are compared with the unknown video's.)
+    ranker = Ranker(RankerConfig(hidden_layers=(16,), unknown_video_rate=0.5, unknown_history_rate=0.0),
+                    _embeddings(tiny_log, train))
     train_ranker(ranker, train, calibration, epochs=1, verbose=0)
     seen = set(np.asarray(train["video_id"]).astype(str)) | set(np.asarray(train["watch_history"]).astype(str).ravel())
     vocabulary = ranker.embeddings.video.vocabulary
@@ -237,3 +241,39 @@ def test_videos_the_ranker_never_trained_on_are_scored_as_unknown(tiny_log, impr
     user = lambda h: ranker.user_representation(dict(rows, watch_history=tf.constant(h.astype(str)))).numpy()  # noqa: E731
     np.testing.assert_allclose(user(with_new), user(history), rtol=0, atol=1e-7)
     assert not np.allclose(user(with_known), user(history), atol=1e-4)
+
+
+def test_training_drops_a_share_of_each_history_and_inference_never_does(tiny_log, impressions):
+    """`unknown_history_rate`: in training each history loses a share of its entries drawn per
+    example (uniform up to the rate), left out of the mean exactly like unknown videos; the
+    mean is over the kept entries only; inference reads every entry."""
+    _, train, _, _ = impressions
+    longest = int(np.argmax((np.asarray(train["watch_history"]).astype(str) != "").sum(axis=1)))
+    train = {k: np.asarray(v)[longest:] for k, v in train.items()}  # row 0: the longest history
+    embeddings = _embeddings(tiny_log, train)
+    ranker = Ranker(RankerConfig(hidden_layers=(16,), unknown_history_rate=0.6), embeddings)
+    history = tf.constant(np.asarray(train["watch_history"])[:1].astype(str).repeat(2000, axis=0))
+    assert ranker.history_kept(history, training=False) is None
+    kept = ranker.history_kept(history, training=True).numpy()
+    dropped_per_row = 1.0 - kept.mean(axis=1)
+    assert dropped_per_row.mean() == pytest.approx(0.3, abs=0.03)  # uniform(0, 0.6): 0.3 on average
+    assert dropped_per_row.min() < 0.1 and dropped_per_row.max() > 0.45  # drawn per example
+
+    # The mean over kept entries, by hand.
+    ids = np.asarray(train["watch_history"])[:2].astype(str)
+    mask = np.random.default_rng(0).random(ids.shape) < 0.5
+    table = embeddings.video.embedding.embeddings.numpy()
+    index = embeddings.video.indices(tf.constant(ids)).numpy()
+    use = mask & (index > 0)
+    expected = np.stack([table[index[i][use[i]]].mean(axis=0) if use[i].any() else np.zeros(table.shape[1])
+                         for i in range(2)])
+    got = embeddings.video.mean(tf.constant(ids), kept=tf.constant(mask)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    rows = as_tensors({k: v[:1] for k, v in train.items()})
+    inference = [ranker.user_representation(rows).numpy() for _ in range(3)]
+    assert all(np.array_equal(inference[0], x) for x in inference)
+    many = as_tensors({k: np.repeat(v[:1], 50, axis=0) for k, v in train.items()})
+    assert not np.allclose(ranker.user_representation(many, training=True).numpy(), inference[0], atol=1e-6)
+    off = Ranker(RankerConfig(hidden_layers=(16,), unknown_history_rate=0.0), embeddings)
+    assert off.history_kept(history, training=True) is None

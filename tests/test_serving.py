@@ -92,7 +92,8 @@ AGREEMENT = """
     out = {}
     for name, model in (("scann", scann_model), ("portable", portable)):
         served = model.signatures["serving_default"](**request)
-        retrieved = model.signatures["retrieve"](**request)
+        user_inputs = model.signatures["retrieve"].structured_input_signature[1]  # the user tower's inputs
+        retrieved = model.signatures["retrieve"](**{k: v for k, v in request.items() if k in user_inputs})
         ranked = model.signatures["rank"](**request, candidate_ids=retrieved["video_ids"])
         out[name] = {"served": served["video_ids"].numpy().astype(str).tolist(),
                      "watch": served["expected_watch_time_s"].numpy().tolist(),
@@ -219,9 +220,14 @@ def test_rest_bodies_through_every_signature_and_errors_that_name_the_input(expo
     ranked = ranked["predictions"][0]
     assert ranked["video_ids"][:K] == served["predictions"][1]["video_ids"]  # re-ranked into the served order
     assert ranked["video_ids"][-1] == "" and ranked["expected_watch_time_s"][-1] == 0.0
-    code, columns = _cli(base, {"inputs": {k: [inst[k] for inst in body["instances"]] for k in body["instances"][0]}},
-                         tmp_path, "user_embedding")
+    # user_embedding (like retrieve) takes the user tower's inputs only; an input it does not take
+    # is refused by name, as TF Serving refuses it.
+    user_inputs = {k: [inst[k] for inst in body["instances"]] for k in body["instances"][0]
+                   if k not in ("watch_ages_s", "impression_history", "impression_ages_s", "request_time")}
+    code, columns = _cli(base, {"inputs": user_inputs}, tmp_path, "user_embedding")
     assert code == 0 and np.asarray(columns["outputs"]["user_embedding"]).shape == (2, 64)
+    code, answer = _cli(base, {"inputs": dict(user_inputs, request_time=[1.0, 2.0])}, tmp_path, "retrieve")
+    assert code == 2 and "unknown input 'request_time'" in answer["error"]
 
     bad = json.loads(json.dumps(body))
     bad["instances"][0]["age"] = "old"

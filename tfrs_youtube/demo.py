@@ -143,7 +143,7 @@ def run_demo(config: DemoConfig | None = None, out=print) -> dict:
     requests = builder.requests(builder.user_codes.get_indexer(test["user_id"]), test["time"].astype(np.int64))
     warmup = [{k: v[:1] for k, v in requests.items()}]
     user_vectors = system.recommender.user_embedding(as_tensors(
-        {k: v[:1000] for k, v in requests.items()}))["user_embedding"].numpy()
+        {k: v[:1000] for k, v in system.recommender.user_request(requests).items()}))["user_embedding"].numpy()
     paths = export_two_stage(system.recommender, config.saved_models_dir, config.model_name, metadata=metadata,
                              warmup_requests=warmup, recall_user_vectors=user_vectors)
     model_dir = paths["scann"]

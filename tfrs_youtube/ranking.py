@@ -81,6 +81,12 @@ class RankerConfig:
         unknown (its embedding dropped to zero), so the ranker learns to score a video it knows
         nothing of from its other features (age, language, topic): what it meets in every video
         uploaded after training (`Ranker.set_known_videos`). 0 turns it off.
+      unknown_history_rate: during training, each example's watch history loses a share of its
+        videos drawn uniformly between 0 and this, left out of the history's mean as videos the
+        ranker does not know are (`Ranker.user_representation`). After training, new videos fill
+        recent histories (a fifth of a held-out history on the synthetic log, more for some
+        users), so the ranker meets means over fewer videos than any full training history gave
+        it; this shows it such means. 0 turns it off.
       learning_rate: Adam's.
       seed: initialiser seed.
     """
@@ -94,6 +100,7 @@ class RankerConfig:
     calibration_fraction: float = 0.1
     calibration_knots: int = 20
     unknown_video_rate: float = 0.1
+    unknown_history_rate: float = 0.5
     learning_rate: float = 0.002
     seed: int = 0
 
@@ -180,20 +187,21 @@ class Ranker(tfrs.Model):
 
     def raw_logits(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The network's logit before calibration, shape [batch]."""
-        return self._score(self.user_representation(features),
+        return self._score(self.user_representation(features, training=training),
                            self.impression_representation(features, training=training))
 
-    def user_representation(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+    def user_representation(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The inputs that depend on the user only, [batch, width]: the same for every video
         scored for one request, so serving computes them once per request, not once per
         candidate (a [candidates, history, d] tensor otherwise)."""
         e = self.embeddings
+        history = features["watch_history"]
         parts = [
             # Videos the ranker does not know are left out of the history's mean, as they are
             # scored as unknown when impressed: their rows are untrained (or trained on data the
             # ranker never saw), and in a held-out period they fill recent histories, so averaging
             # them in would move every user's representation away from anything training saw.
-            e.video.mean(features["watch_history"], known_rows=self.known_videos),
+            e.video.mean(history, known_rows=self.known_videos, kept=self.history_kept(history, training)),
             e.token.mean(features["search_tokens"]),
             e.categorical["language"](features["language"]),
             e.categorical["country"](features["country"]),
@@ -203,6 +211,16 @@ class Ranker(tfrs.Model):
         parts += [e.categorical[name](features[name]) for name in e.extra_user_features]
         parts += [self._continuous(name, features[name]) for name in USER_CONTINUOUS]
         return tf.concat(parts, axis=-1)
+
+    def history_kept(self, history: tf.Tensor, training: bool = False) -> tf.Tensor | None:
+        """In training, which entries of each [batch, length] history the ranker reads: a share
+        of each history, drawn per example up to `unknown_history_rate`, is dropped like videos
+        it does not know. None (all kept) at inference."""
+        if not training or self.config.unknown_history_rate <= 0:
+            return None
+        rate = tf.random.uniform(tf.shape(history)[:1], maxval=self.config.unknown_history_rate,
+                                 seed=self.config.seed + 1)
+        return tf.random.uniform(tf.shape(history), seed=self.config.seed + 2) >= rate[:, None]
 
     def impression_representation(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The inputs that depend on the impressed video, [batch, width]."""

@@ -306,7 +306,7 @@ def two_stage_report(recommender: TwoStageRecommender, builder: ExampleBuilder, 
     for i in range(0, len(users), 1024):
         chunk = as_tensors({k: v[i:i + 1024] for k, v in request.items()})
         served.append(recommender.recommend(chunk)["video_ids"].numpy().astype(str))
-        retrieved.append(recommender.retrieve(chunk)["video_ids"].numpy().astype(str))
+        retrieved.append(recommender.retrieve(recommender.user_request(chunk))["video_ids"].numpy().astype(str))
     served = np.concatenate(served)
     k = served.shape[1]
     history = request["watch_history"]

@@ -34,7 +34,7 @@ def export_run(loaded, base_dir: str, name: str) -> dict[str, str]:
         users = np.arange(len(loaded.log.users))
         times = np.full(len(users), int(loaded.log.watches["time"].max()), np.int64)
     requests = builder.requests(users[:1000], times[:1000])
-    user_vectors = recommender.user_embedding(as_tensors(requests))["user_embedding"].numpy()
+    user_vectors = recommender.user_embedding(as_tensors(recommender.user_request(requests)))["user_embedding"].numpy()
     info = loaded.info
     metadata = {"config": loaded.config.to_dict(),
                 "run": {"directory": loaded.directory, "data": info["data"], "dataset": info["dataset"],

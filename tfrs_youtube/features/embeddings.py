@@ -70,22 +70,27 @@ class IdEmbedding(tf.keras.layers.Layer):
         known = tf.cast(index > 0, tf.float32)[..., None]
         return self.embedding(index) * known
 
-    def mean(self, ids: tf.Tensor, decay: float = 0.0, known_rows: tf.Tensor | None = None) -> tf.Tensor:
+    def mean(self, ids: tf.Tensor, decay: float = 0.0, known_rows: tf.Tensor | None = None,
+             kept: tf.Tensor | None = None) -> tf.Tensor:
         """Mean of the known ids' embeddings along the last axis (zero when none is known).
 
         With `decay` > 0 the mean is weighted exp(-decay x position): histories are most recent
         first, so position is the number of steps back. `known_rows` (one 0/1 per table row)
-        narrows "known" further: ids whose row is 0 are left out like padding.
+        narrows "known" further: ids whose row is 0 are left out like padding; so does `kept`
+        (one 0/1 per id, the shape of `ids`).
         """
-        return self.means(ids, (decay,), known_rows)[0]
+        return self.means(ids, (decay,), known_rows, kept)[0]
 
-    def means(self, ids: tf.Tensor, decays: tuple[float, ...], known_rows: tf.Tensor | None = None) -> list[tf.Tensor]:
-        """`mean(ids, decay, known_rows)` for each decay, looking the ids up once."""
+    def means(self, ids: tf.Tensor, decays: tuple[float, ...], known_rows: tf.Tensor | None = None,
+              kept: tf.Tensor | None = None) -> list[tf.Tensor]:
+        """`mean(ids, decay, known_rows, kept)` for each decay, looking the ids up once."""
         index = self.lookup(ids)
         if known_rows is None:
             known = tf.cast(index > 0, tf.float32)[..., None]
         else:
             known = tf.gather(known_rows, index)[..., None]  # row 0 (unknown, padding) must be 0
+        if kept is not None:
+            known = known * tf.cast(kept, tf.float32)[..., None]
         vectors = self.embedding(index) * known
         out = []
         for decay in decays:

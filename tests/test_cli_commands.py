@@ -21,8 +21,8 @@ import tensorflow as tf
 
 from conftest import MOVIELENS_FIXTURES
 
-# One batch per epoch (batch larger than the data), no sampled negatives, no unknown-video
-# dropout and no calibration slice: nothing depends on the data order or on random draws,
+# One batch per epoch (batch larger than the data), no sampled negatives, no unknown-video or
+# history dropping and no calibration slice: nothing depends on the data order or on random draws,
 # which resumption does not restore (see `runs`), so resumed and uninterrupted runs must agree.
 CONFIG_YAML = """\
 preset: synthetic_demo
@@ -34,12 +34,14 @@ candidate:
 ranker:
   calibration_fraction: 0.0
   unknown_video_rate: 0.0
+  unknown_history_rate: 0.0
 serving:
   num_candidates: 50
 """
 CONFIG_JSON = {"preset": "synthetic_demo", "candidate_epochs": 2, "ranker_epochs": 2, "batch_size": 16384,
                "candidate": {"num_sampled_negatives": 0},
-               "ranker": {"calibration_fraction": 0.0, "unknown_video_rate": 0.0},
+               "ranker": {"calibration_fraction": 0.0, "unknown_video_rate": 0.0,
+                          "unknown_history_rate": 0.0},
                "serving": {"num_candidates": 50}}
 
 

@@ -26,7 +26,7 @@ After an interruption (Ctrl-C, a killed process) `train_run(..., resume=True)` r
 partial run, restores finished stages from their checkpoints and continues the unfinished one
 after its last saved epoch. What resumption restores is the model and optimizer state and the
 epoch counter; the data order (the shuffle restarts its seeded sequence), random draws (sampled
-negatives, unknown-video dropout) and the ranker's early-stopping memory of its best epoch
+negatives, unknown-video and history dropping) and the ranker's early-stopping memory of its best epoch
 restart with the process, so a resumed run matches the uninterrupted one exactly only where
 those play no part (one batch per epoch, no sampled negatives or dropout, no calibration slice):
 `tests/test_cli_commands.py` checks that case.

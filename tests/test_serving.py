@@ -13,6 +13,7 @@ import pytest
 
 from tfrs_youtube.demo import request_body
 from tfrs_youtube.export import METADATA_FILE, PORTABLE_SUFFIX, export_two_stage, read_metadata, versions
+from tfrs_youtube.serving import USER_INPUTS
 
 K = 10
 
@@ -222,8 +223,7 @@ def test_rest_bodies_through_every_signature_and_errors_that_name_the_input(expo
     assert ranked["video_ids"][-1] == "" and ranked["expected_watch_time_s"][-1] == 0.0
     # user_embedding (like retrieve) takes the user tower's inputs only; an input it does not take
     # is refused by name, as TF Serving refuses it.
-    user_inputs = {k: [inst[k] for inst in body["instances"]] for k in body["instances"][0]
-                   if k not in ("watch_ages_s", "impression_history", "impression_ages_s", "request_time")}
+    user_inputs = {k: [inst[k] for inst in body["instances"]] for k in USER_INPUTS}
     code, columns = _cli(base, {"inputs": user_inputs}, tmp_path, "user_embedding")
     assert code == 0 and np.asarray(columns["outputs"]["user_embedding"]).shape == (2, 64)
     code, answer = _cli(base, {"inputs": dict(user_inputs, request_time=[1.0, 2.0])}, tmp_path, "retrieve")

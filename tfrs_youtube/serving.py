@@ -240,18 +240,11 @@ class TwoStageRecommender(tf.Module):
         """The user tower's inputs from a request: a request stands for now, so example age 0."""
         batch = tf.shape(request["country"])[0]
         return {
-            "watch_history": request["watch_history"],
-            "search_tokens": request["search_tokens"],
-            "country": request["country"],
-            "language": request["language"],
-            "gender": request["gender"],
-            "device": request["device"],
-            "age": request["age"],
+            **self.user_request(request),
             # At serving every request is "now": example age 0, whose normalised features are
             # constant (computed once in __init__ rather than ~20 ops per request).
             NORMALIZED_EXAMPLE_AGE: tf.broadcast_to(self._normalized_example_age,
                                                     [batch, self._normalized_example_age.shape[-1]]),
-            **{name: request[name] for name in self.extra_user_features},
         }
 
     def impression_features(self, request: dict[str, tf.Tensor], candidates: tf.Tensor,

@@ -1,7 +1,7 @@
 """The paper's Table 1 on the synthetic log: ranking loss by hidden layers, weighting and powers.
 
     python benchmarks/ranking_table1.py --json OUT.json [--users 10000] [--holdout 0.2] [--epochs 4]
-        [--presets none,1024-512-256]
+        [--presets none,1024-512-256] [--calibration-seeds 1,2]
 
 Protocol: the synthetic log (`SyntheticConfig`, `--users` users) cut in time as the demo does
 (`ExampleConfig(split="time")`): impressions before the cut train the ranker, those after it
@@ -22,7 +22,10 @@ x̃² and √x̃ ("no_powers") and with clicked and unclicked impressions weight
 ("unweighted"). Reported per row: weighted per-user loss and AUC on the held-out impressions;
 `calibration` holds mean predicted (exp(logit)) and observed watch time per decile of the
 prediction for the deepest weighted ranker, with each decile's share of impressions whose video
-the ranker does not know (`unknown_share`).
+the ranker does not know (`unknown_share`). `calibration_by_seed` repeats that table for the
+seed above and for each of `--calibration-seeds` (a fresh log per seed, the same protocol, that
+one ranker only): one decile's error moves by several points between draws, so the criterion of
+15% in every decile is judged on more than one.
 """
 
 from __future__ import annotations
@@ -59,6 +62,40 @@ def variants(presets: list[str]) -> list[tuple[str, str]]:
     return rows
 
 
+def held_out_data(seed: int, users: int, holdout: float, calibration_fraction: float):
+    """The synthetic log of `seed`, cut in time: (log, fit, calibration, held-out impressions, sizes)."""
+    log = generate(SyntheticConfig(num_users=users, seed=seed))
+    builder = ExampleBuilder(log, ExampleConfig(split="time", holdout_fraction=holdout, seed=seed))
+    train_rows, test_rows = builder.impression_split()
+    train_rows, calibration_rows = split_calibration(builder, train_rows, calibration_fraction)
+    train, calibration, test = (builder.ranking_examples(r) for r in (train_rows, calibration_rows, test_rows))
+    sizes = {"train": len(train_rows), "calibration": len(calibration_rows), "held_out": len(test_rows)}
+    return log, train, calibration, test, sizes
+
+
+def train_and_score(log, train, calibration, test, preset: str, variant: str, seed: int,
+                    calibration_fraction: float, epochs: int, verbose: int):
+    """One row's ranker, trained from fresh shared embeddings; (ranker, held-out logits, epochs)."""
+    tf.keras.utils.set_random_seed(seed)
+    embeddings = FeatureEmbeddings.from_examples(
+        log, EmbeddingConfig(seed=seed), **{name: train[name] for name in CONTINUOUS})
+    config = RankerConfig(hidden_layers=preset, weighted=variant != "unweighted",
+                          feature_powers=variant != "no_powers", fine_tune_embeddings=True, seed=seed,
+                          calibration_fraction=calibration_fraction)
+    ranker = Ranker(config, embeddings)
+    history = train_ranker(ranker, train, calibration, epochs, seed=seed, verbose=verbose)
+    return ranker, predict(ranker, test), len(history.history["loss"])
+
+
+def calibration_table(ranker: Ranker, test: dict[str, np.ndarray], logits: np.ndarray) -> list[dict]:
+    """Predicted against observed watch time per decile of the held-out impressions, with each
+    decile's share of impressions whose video the ranker does not know."""
+    observed = np.where(test["clicked"] > 0, test["watch_time_s"], 0.0)
+    index = ranker.embeddings.video.indices(tf.constant(np.asarray(test["video_id"]).astype(str))).numpy()
+    unknown = ranker.known_videos.numpy()[index] == 0
+    return calibration_deciles(np.exp(logits), observed, unknown=unknown)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, help="where to write the results")
@@ -72,59 +109,62 @@ def main(argv=None) -> dict:
                         help="share of the training impressions (the latest) in the calibration slice "
                              "(default: holdout / (1 - holdout), a period as long as the held-out one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration-seeds", default="",
+                        help="comma-separated further seeds: for each, a fresh log and the calibration model "
+                             "trained again, its calibration table under calibration_by_seed (about 6 min each)")
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity (2: one line per epoch)")
     args = parser.parse_args(argv)
     presets = args.presets.split(",")
     unknown = [p for p in presets if p not in HIDDEN_LAYER_PRESETS]
     if unknown:
         parser.error(f"unknown preset(s) {unknown}; known: {', '.join(HIDDEN_LAYER_PRESETS)}")
-
-    log = generate(SyntheticConfig(num_users=args.users, seed=args.seed))
-    builder = ExampleBuilder(log, ExampleConfig(split="time", holdout_fraction=args.holdout, seed=args.seed))
-    train_rows, test_rows = builder.impression_split()
+    try:
+        extra_seeds = [int(s) for s in args.calibration_seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--calibration-seeds must be comma-separated integers, got {args.calibration_seeds!r}")
     calibration_fraction = args.calibration_fraction
     if calibration_fraction is None:
         calibration_fraction = args.holdout / (1.0 - args.holdout)
-    train_rows, calibration_rows = split_calibration(builder, train_rows, calibration_fraction)
-    train, calibration, test = (builder.ranking_examples(r) for r in (train_rows, calibration_rows, test_rows))
-    observed = np.where(test["clicked"] > 0, test["watch_time_s"], 0.0)
-    print(f"{len(train_rows)} training / {len(calibration_rows)} calibration / {len(test_rows)} held-out impressions",
-          flush=True)
+    # The calibration is reported for the deepest weighted ranker (else the last preset's).
+    calibration_preset = DEEPEST if DEEPEST in presets else presets[-1]
 
-    rows, calibration_table = [], None
+    log, train, calibration, test, sizes = held_out_data(args.seed, args.users, args.holdout, calibration_fraction)
+    print(f"{sizes['train']} training / {sizes['calibration']} calibration / {sizes['held_out']} held-out "
+          "impressions", flush=True)
+    rows, calibration_rows = [], None
     for preset, variant in variants(presets):
-        tf.keras.utils.set_random_seed(args.seed)
-        embeddings = FeatureEmbeddings.from_examples(
-            log, EmbeddingConfig(seed=args.seed), **{name: train[name] for name in CONTINUOUS})
-        config = RankerConfig(hidden_layers=preset, weighted=variant != "unweighted",
-                              feature_powers=variant != "no_powers", fine_tune_embeddings=True, seed=args.seed,
-                              calibration_fraction=calibration_fraction)
-        ranker = Ranker(config, embeddings)
         started = time.perf_counter()
-        history = train_ranker(ranker, train, calibration, args.epochs, seed=args.seed, verbose=args.verbose)
-        logits = predict(ranker, test)
+        ranker, logits, epochs = train_and_score(log, train, calibration, test, preset, variant, args.seed,
+                                                 calibration_fraction, args.epochs, args.verbose)
         row = {"hidden_layers": preset, "variant": variant,
                "weighted_per_user_loss": weighted_per_user_loss(test["page"], test["clicked"], test["watch_time_s"],
                                                                 logits),
-               "auc": auc(test["clicked"], logits), "epochs": len(history.history["loss"]),
+               "auc": auc(test["clicked"], logits), "epochs": epochs,
                "train_s": round(time.perf_counter() - started, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        if preset == DEEPEST and variant == "weighted" or (calibration_table is None and preset == presets[-1]):
-            index = ranker.embeddings.video.indices(tf.constant(np.asarray(test["video_id"]).astype(str))).numpy()
-            unknown = ranker.known_videos.numpy()[index] == 0
-            calibration_table = calibration_deciles(np.exp(logits), observed, unknown=unknown)
-            calibration_model = f"{preset} {variant}"
+        if preset == calibration_preset and variant == "weighted":
+            calibration_rows = calibration_table(ranker, test, logits)
 
-    result = {"rows": rows, "calibration": calibration_table, "calibration_model": calibration_model,
-              "max_calibration_error": max_calibration_error(calibration_table),
+    # The calibration criterion (within 15% in every decile) sits close to one run's noise: the
+    # same protocol on other seeds' logs says how much of a decile's error is the draw.
+    by_seed = [{"seed": args.seed, "max_calibration_error": max_calibration_error(calibration_rows),
+                "calibration": calibration_rows}]
+    for seed in extra_seeds:
+        data = held_out_data(seed, args.users, args.holdout, calibration_fraction)
+        ranker, logits, _ = train_and_score(*data[:4], calibration_preset, "weighted", seed, calibration_fraction,
+                                            args.epochs, args.verbose)
+        table = calibration_table(ranker, data[3], logits)
+        by_seed.append({"seed": seed, "max_calibration_error": max_calibration_error(table), "calibration": table})
+        print(json.dumps({"seed": seed, "max_calibration_error": by_seed[-1]["max_calibration_error"]}), flush=True)
+
+    result = {"rows": rows, "calibration": calibration_rows, "calibration_model": f"{calibration_preset} weighted",
+              "max_calibration_error": max_calibration_error(calibration_rows), "calibration_by_seed": by_seed,
               "config": {"users": args.users, "epochs": args.epochs, "seed": args.seed, "holdout": args.holdout,
-                         "calibration_fraction": calibration_fraction,
-                         "impressions": {"train": len(train_rows), "calibration": len(calibration_rows),
-                                         "held_out": len(test_rows)}}}
+                         "calibration_fraction": calibration_fraction, "impressions": sizes}}
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)
-    print(json.dumps({"calibration": calibration_table, "max_calibration_error": result["max_calibration_error"]}))
+    print(json.dumps({"calibration": calibration_rows, "max_calibration_error": result["max_calibration_error"]}))
     return result
 
 

@@ -151,10 +151,11 @@ def main(argv=None) -> dict:
     by_seed = [{"seed": args.seed, "max_calibration_error": max_calibration_error(calibration_rows),
                 "calibration": calibration_rows}]
     for seed in extra_seeds:
-        data = held_out_data(seed, args.users, args.holdout, calibration_fraction)
-        ranker, logits, _ = train_and_score(*data[:4], calibration_preset, "weighted", seed, calibration_fraction,
-                                            args.epochs, args.verbose)
-        table = calibration_table(ranker, data[3], logits)
+        seed_log, seed_train, seed_calibration, seed_test, _ = held_out_data(seed, args.users, args.holdout,
+                                                                             calibration_fraction)
+        ranker, logits, _ = train_and_score(seed_log, seed_train, seed_calibration, seed_test, calibration_preset,
+                                            "weighted", seed, calibration_fraction, args.epochs, args.verbose)
+        table = calibration_table(ranker, seed_test, logits)
         by_seed.append({"seed": seed, "max_calibration_error": max_calibration_error(table), "calibration": table})
         print(json.dumps({"seed": seed, "max_calibration_error": by_seed[-1]["max_calibration_error"]}), flush=True)
 

@@ -1,5 +1,7 @@
 """Label and context selection: no example sees its future; held-out watches are each user's latest."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -151,3 +153,41 @@ def test_time_split_cuts_both_stages_at_one_moment(tiny_log):
     train_rows, test_rows = builder.impression_split()
     times = tiny_log.impressions.time.to_numpy()
     assert times[train_rows].max() < cut <= times[test_rows].min()
+
+
+@pytest.mark.parametrize("split", ["user_last", "time"])
+def test_surrounding_context_holds_the_whole_training_period_but_the_label(tiny_log, split):
+    """Figure 5a's examples: the history is every training-period watch of the user, before and
+    after the label, most recent first, without the label itself and without anything held out."""
+    config = ExampleConfig(split=split, holdout_fraction=0.2, max_examples_per_user=None, train_context="surrounding")
+    builder = ExampleBuilder(tiny_log, config)
+    examples = builder.retrieval_examples("train")
+    rollback = ExampleBuilder(tiny_log, dataclasses.replace(config, train_context="rollback")).retrieval_examples()
+    np.testing.assert_array_equal(examples["video_id"], rollback["video_id"])  # same labels, other context
+    np.testing.assert_array_equal(examples["example_age_s"], rollback["example_age_s"])
+    frame = tiny_log.watches.assign(split=builder.watch_split(), row=np.arange(len(tiny_log.watches)))
+    frame = frame.sort_values(["user_id", "time", "row"], kind="stable")
+    train_rows = np.flatnonzero(builder.watch_split() == "train")
+    held_out_times = frame[frame.split != "train"].groupby("user_id").time.min()
+    after_label = 0
+    for i in np.random.default_rng(1).choice(len(train_rows), 200, replace=False):
+        row = train_rows[i]
+        user, t = examples["user_id"][i], examples["time"][i]
+        mine = frame[(frame.user_id == user) & (frame.split == "train")]
+        expected = list(mine[mine.row != row].video_id[::-1][:50])  # most recent first
+        history = [v for v in examples["watch_history"][i] if v]
+        assert history == expected
+        after_label += int((mine[mine.row != row].time > t).any())
+        ages = examples["watch_ages_s"][i][: len(history)]
+        assert (ages >= 0).all()
+        searches = tiny_log.searches[tiny_log.searches.user_id == user]
+        allowed = set(" ".join(searches[searches.time < held_out_times.get(user, np.inf)]["query"]).split())
+        assert set(t for t in examples["search_tokens"][i] if t) <= allowed
+    assert after_label > 50, "the test should see labels with later watches in their context"
+    # Held-out examples are requests: unchanged, the past only.
+    for name in ("validation", "test"):
+        np.testing.assert_array_equal(builder.retrieval_examples(name)["watch_history"],
+                                      ExampleBuilder(tiny_log, dataclasses.replace(config, train_context="rollback"))
+                                      .retrieval_examples(name)["watch_history"])
+    with pytest.raises(ValueError, match="train_context"):
+        ExampleConfig(train_context="random")

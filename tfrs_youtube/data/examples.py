@@ -49,6 +49,12 @@ class ExampleConfig:
         time (nothing at the same second). "file_order": every watch before it in the user's
         order by time, ties kept in file order (the MovieLens benchmark's protocol, where many
         ratings share a second). Searches and impressions are always strictly before.
+      train_context: what a training label's history holds. "rollback" (the paper's choice,
+        Figure 5b): only what the user did before the label. "surrounding" (Figure 5a, the
+        classic held-out-random-watch setup): the user's whole training period, before and after
+        the label, the label itself left out, most recent first; searches up to the period's
+        end too; watch ages then count from the label's time in either direction. Held-out
+        examples are requests and always see the past only.
       held_out_example_age: "zero" (held-out examples are requests made now, as at serving) or
         "true" (window end - their time, floored at 0). On MovieLens' validation target "zero"
         scored higher (HR@10 0.208 against 0.186, two seeds each).
@@ -63,6 +69,7 @@ class ExampleConfig:
     num_validation: int = 1
     holdout_fraction: float = 0.1
     ties: str = "exclude"
+    train_context: str = "rollback"
     held_out_example_age: str = "zero"
     seed: int = 0
 
@@ -72,6 +79,9 @@ class ExampleConfig:
         if self.held_out_example_age not in ("zero", "true"):
             raise ValueError(f"ExampleConfig.held_out_example_age must be 'zero' or 'true', got "
                              f"{self.held_out_example_age!r}")
+        if self.train_context not in ("rollback", "surrounding"):
+            raise ValueError(f"ExampleConfig.train_context must be 'rollback' or 'surrounding', got "
+                             f"{self.train_context!r}")
         if self.ties not in ("exclude", "file_order"):
             raise ValueError(f"ExampleConfig.ties must be 'exclude' or 'file_order', got {self.ties!r}")
 
@@ -264,7 +274,10 @@ class ExampleBuilder:
         if split == "train":
             rows = self._cap(rows)
         users, times = self.watch_user[rows], self.watch_time[rows]
-        features = self.context(users, times, self._label_positions(rows))
+        if split == "train" and self.config.train_context == "surrounding":
+            features = self._surrounding_context(rows)
+        else:
+            features = self.context(users, times, self._label_positions(rows))
         features.pop("_history_index")
         # Example age is measured from the training window's end. Held-out examples stand for
         # requests: by default made "now", age 0, as at serving (paper 3.3); or, with
@@ -276,6 +289,33 @@ class ExampleBuilder:
             features["example_age_s"] = np.zeros(len(rows), np.float32)
         features["video_id"] = self.video_ids[self.watch_video[rows]]
         features["time"] = times.astype(np.float64)
+        return features
+
+    def _surrounding_context(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """`context` for training labels whose history is the user's whole training period, the
+        label left out (`ExampleConfig.train_context="surrounding"`). Nothing held out (validation
+        or test watches, or anything after them) enters it."""
+        users, times = self.watch_user[rows], self.watch_time[rows]
+        # Each user's training period ends after their last training watch (sorted positions).
+        is_train = self.watch_split()[self.watches.order] == "train"
+        train_end = np.zeros(len(self.user_codes), np.int64)
+        np.maximum.at(train_end, self.watches.groups[is_train], np.flatnonzero(is_train) + 1)
+        # ...and at the time of their first held-out watch, for searches (never past the data).
+        first_held_out = np.full(len(self.user_codes), np.iinfo(np.int64).max // 4, np.int64)
+        np.minimum.at(first_held_out, self.watches.groups[~is_train], self.watches.times[~is_train])
+        features = self.context(users, np.minimum(first_held_out[users], self.watch_time.max() + 1))
+        L = self.config.history_length
+        positions = self.watches.last_n(users, times, L + 1, end=train_end[users])
+        label_position = np.empty(len(self.watches.order), np.int64)
+        label_position[self.watches.order] = np.arange(len(self.watches.order))
+        positions = np.where(positions == label_position[rows][:, None], -1, positions)
+        # Close the gap the label leaves (a stable sort keeps most-recent-first order), keep L.
+        positions = np.take_along_axis(positions, np.argsort(positions < 0, axis=1, kind="stable"), axis=1)[:, :L]
+        history_index = _take(self.watch_video[self.watches.order], positions, -1)
+        features["watch_history"] = _take(self.video_ids, history_index, "").astype(object)
+        features["watch_ages_s"] = np.where(
+            positions >= 0, np.abs(times[:, None] - _take(self.watches.times, positions, 0)), 0.0).astype(np.float32)
+        features["_history_index"] = history_index
         return features
 
     def _label_positions(self, rows: np.ndarray) -> np.ndarray | None:

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from tfrs_youtube.evaluation import (auc, calibration_deciles, evaluate_retrieval, metrics_from_ranks, scann_searcher,
-                                     target_ranks, weighted_per_user_loss)
+from tfrs_youtube.evaluation import (auc, calibration_by_group, calibration_deciles, evaluate_retrieval,
+                                     metrics_from_ranks, scann_searcher, target_ranks, weighted_per_user_loss)
 
 
 def test_ranks_exclude_history_but_keep_the_target():
@@ -66,6 +66,18 @@ def test_calibration_bins_by_hand():
     assert [r["unknown_share"] for r in rows] == [pytest.approx(1 / 3), pytest.approx(2 / 3)]
     with pytest.raises(ValueError, match="unknown has shape"):
         calibration_deciles(np.arange(1.0, 7.0), np.zeros(6), bins=2, unknown=np.ones(5, bool))
+
+
+def test_calibration_by_group_by_hand():
+    # Groups "b", "a", "b", "a", "b": a holds predictions 2, 4 (watch 0, 5); b holds 1, 3, 5 (watch 3, 0, 9).
+    rows = calibration_by_group(np.arange(1.0, 6.0), np.array([3.0, 0.0, 0.0, 5.0, 9.0]),
+                                np.array(["b", "a", "b", "a", "b"]))
+    assert [r["group"] for r in rows] == ["a", "b"]
+    assert [(r["predicted_s"], r["observed_s"]) for r in rows] == [(3.0, 2.5), (3.0, 4.0)]
+    assert [(r["impressions"], r["clicks"]) for r in rows] == [(2, 1), (3, 2)]
+    assert rows[1]["observed_se_s"] == pytest.approx(np.std([3, 0, 9], ddof=1) / math.sqrt(3))
+    with pytest.raises(ValueError, match="one shape"):
+        calibration_by_group(np.ones(3), np.ones(3), np.array(["a", "b"]))
 
 
 def test_auc_by_hand():

@@ -197,6 +197,29 @@ def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: i
     return rows
 
 
+def calibration_by_group(predicted_s: np.ndarray, observed_s: np.ndarray, groups: np.ndarray) -> list[dict]:
+    """Mean predicted against mean observed watch time within each group of impressions (such as
+    known or unknown video, by video age), groups in sorted order, with `calibration_deciles`'
+    columns. A ranker calibrated per decile can still be off within groups that the deciles mix,
+    and if the mix changes between the calibration slice and serving, so does its decile error.
+    """
+    predicted_s = np.asarray(predicted_s, np.float64)
+    observed_s = np.asarray(observed_s, np.float64)
+    groups = np.asarray(groups)
+    if not predicted_s.shape == observed_s.shape == groups.shape:
+        raise ValueError(f"calibration_by_group needs arrays of one shape, got {predicted_s.shape}, "
+                         f"{observed_s.shape} and groups {groups.shape}")
+    rows = []
+    for group in np.unique(groups):
+        members = groups == group
+        observed = observed_s[members]
+        se = float(observed.std(ddof=1) / np.sqrt(len(observed))) if len(observed) > 1 else 0.0
+        rows.append({"group": group.item() if hasattr(group, "item") else group,
+                     "predicted_s": float(predicted_s[members].mean()), "observed_s": float(observed.mean()),
+                     "impressions": int(members.sum()), "clicks": int((observed > 0).sum()), "observed_se_s": se})
+    return rows
+
+
 def max_calibration_error(rows: list[dict]) -> float:
     """The largest |predicted / observed - 1| over calibration bins."""
     return float(max(abs(r["predicted_s"] / r["observed_s"] - 1.0) if r["observed_s"] > 0 else np.inf

@@ -124,8 +124,8 @@ def calibration_by_video(ranker: Ranker, calibration: dict[str, np.ndarray], tes
                          test_logits: np.ndarray) -> dict[str, list[dict]]:
     """Predicted against observed watch time per known/unknown video and video age band, on the
     calibration slice (which the map was fitted on) and on the held-out impressions. The
-    deciles mix these groups, and the mix changes between the two periods (more unknown videos,
-    older ones, later), so a group the ranker gets wrong moves the deciles between them."""
+    deciles mix these groups; between the two periods both the mix (more unknown videos, and
+    older ones) and each group's own error change, and with them the deciles' errors."""
     return {"calibration_slice": calibration_by_group(np.exp(predict(ranker, calibration)),
                                                       observed_watch_time(calibration),
                                                       video_groups(ranker, calibration)),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfrs_youtube.index import scann_settings
+from tfrs_youtube.index import DIMENSIONS_PER_BLOCK, TRAINING_ITERATIONS, scann_settings
 
 DEFAULT_KS = (10, 50, 100)
 
@@ -63,8 +63,8 @@ def metrics_from_ranks(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, float]:
 
 
 def scann_searcher(item_vectors: np.ndarray, num_neighbors: int, **overrides):
-    """A ScaNN dot-product searcher over the items, configured from the corpus as at serving
-    (`index.scann_settings`: tree, asymmetric hashing, exact reordering)."""
+    """A ScaNN dot-product searcher over the items, built as the served index is (TFRS's ScaNN
+    layer with `index.scann_settings`: tree, asymmetric hashing, exact reordering)."""
     from scann import scann_ops_pybind
 
     n = len(item_vectors)
@@ -74,8 +74,8 @@ def scann_searcher(item_vectors: np.ndarray, num_neighbors: int, **overrides):
         return builder.score_brute_force().build()
     settings = scann_settings(n, num_neighbors, **overrides)
     builder = builder.tree(num_leaves=settings["num_leaves"], num_leaves_to_search=settings["leaves_to_search"],
-                           training_sample_size=n)
-    builder = builder.score_ah(2, anisotropic_quantization_threshold=0.2)
+                           training_iterations=TRAINING_ITERATIONS)
+    builder = builder.score_ah(DIMENSIONS_PER_BLOCK)
     return builder.reorder(settings["reordering_candidates"]).build()
 
 

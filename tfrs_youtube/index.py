@@ -5,6 +5,13 @@ from __future__ import annotations
 import math
 
 
+# The searcher's training and hashing, the same wherever a ScaNN index is built (served by TFRS's
+# ScaNN layer, or offline by `evaluation.scann_searcher`): k-means iterations of the tree, and
+# dimensions per asymmetric-hashing block (ScaNN's default, isotropic, quantisation).
+TRAINING_ITERATIONS = 10
+DIMENSIONS_PER_BLOCK = 2
+
+
 def scann_settings(num_items: int, num_neighbors: int, num_leaves: int | None = None,
                    leaves_to_search: int | None = None, reorder: int | None = None) -> dict[str, int]:
     """About sqrt(N) leaves; a 50th of them searched (at least 8), and at least enough to hold 20

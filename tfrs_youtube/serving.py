@@ -25,7 +25,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.candidate import NORMALIZED_EXAMPLE_AGE, CandidateGenerator
 from tfrs_youtube.data.examples import IMPRESSION_WINDOW_S, NEVER_WATCHED_S
-from tfrs_youtube.index import scann_settings
+from tfrs_youtube.index import DIMENSIONS_PER_BLOCK, TRAINING_ITERATIONS, scann_settings
 from tfrs_youtube.ranking import Ranker
 
 # The request: batch dimension first; histories padded with "" (their ages then ignored).
@@ -196,7 +196,8 @@ class TwoStageRecommender(tf.Module):
                 num_leaves=settings["num_leaves"],
                 num_leaves_to_search=settings["leaves_to_search"],
                 num_reordering_candidates=settings["reordering_candidates"],
-                training_iterations=10,
+                training_iterations=TRAINING_ITERATIONS,
+                dimensions_per_block=DIMENSIONS_PER_BLOCK,
             )
         else:
             settings = {"exact": True}

@@ -47,7 +47,7 @@ import tensorflow as tf  # noqa: E402
 from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig  # noqa: E402
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from tfrs_youtube.evaluation import (auc, calibration_by_group, calibration_deciles, max_calibration_error,  # noqa: E402
-                                     weighted_per_user_loss)
+                                     observed_watch_time, weighted_per_user_loss)
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings  # noqa: E402
 from tfrs_youtube.pipeline import predict  # noqa: E402
 from tfrs_youtube.ranking import HIDDEN_LAYER_PRESETS, Ranker, RankerConfig  # noqa: E402
@@ -64,7 +64,7 @@ def variants(presets: list[str]) -> list[tuple[str, str]]:
     return rows
 
 
-# Video age bands (days) of `calibration_by_video`: the freshness of uploads fades over about a
+# Video age bands (days) of `calibration_report`'s by_video: the freshness of uploads fades over about a
 # week on the synthetic log (half-life 2 days).
 VIDEO_AGE_BANDS_DAYS = (0, 3, 6, 12, 24)
 
@@ -94,43 +94,36 @@ def train_and_score(log, train, calibration, test, preset: str, variant: str, se
     return ranker, predict(ranker, test), len(history.history["loss"])
 
 
-def observed_watch_time(examples: dict[str, np.ndarray]) -> np.ndarray:
-    return np.where(examples["clicked"] > 0, examples["watch_time_s"], 0.0)
-
-
 def unknown_videos(ranker: Ranker, examples: dict[str, np.ndarray]) -> np.ndarray:
     """True where the ranker does not know the impressed video (`Ranker.set_known_videos`)."""
     index = ranker.embeddings.video.indices(tf.constant(np.asarray(examples["video_id"]).astype(str))).numpy()
     return ranker.known_videos.numpy()[index] == 0
 
 
-def calibration_table(ranker: Ranker, test: dict[str, np.ndarray], logits: np.ndarray) -> list[dict]:
-    """Predicted against observed watch time per decile of the held-out impressions, with each
-    decile's share of impressions whose video the ranker does not know."""
-    return calibration_deciles(np.exp(logits), observed_watch_time(test), unknown=unknown_videos(ranker, test))
-
-
-def video_groups(ranker: Ranker, examples: dict[str, np.ndarray]) -> np.ndarray:
+def video_groups(examples: dict[str, np.ndarray], unknown: np.ndarray) -> np.ndarray:
     """Each impression's video as "known" or "unknown" to the ranker, and its age band in days."""
     days = np.asarray(examples["video_age_s"], np.float64) / 86400.0
     band = np.searchsorted(VIDEO_AGE_BANDS_DAYS, days, side="right") - 1
     names = [f"{lo:02d}-{hi:02d} d" for lo, hi in zip(VIDEO_AGE_BANDS_DAYS, VIDEO_AGE_BANDS_DAYS[1:])]
     names.append(f"{VIDEO_AGE_BANDS_DAYS[-1]:02d}+ d")
-    known = np.where(unknown_videos(ranker, examples), "unknown", "known")
-    return np.char.add(np.char.add(known, ", age "), np.asarray(names)[band])
+    return np.char.add(np.char.add(np.where(unknown, "unknown", "known"), ", age "), np.asarray(names)[band])
 
 
-def calibration_by_video(ranker: Ranker, calibration: dict[str, np.ndarray], test: dict[str, np.ndarray],
-                         test_logits: np.ndarray) -> dict[str, list[dict]]:
-    """Predicted against observed watch time per known/unknown video and video age band, on the
-    calibration slice (which the map was fitted on) and on the held-out impressions. The
-    deciles mix these groups; between the two periods both the mix (more unknown videos, and
-    older ones) and each group's own error change, and with them the deciles' errors."""
-    return {"calibration_slice": calibration_by_group(np.exp(predict(ranker, calibration)),
-                                                      observed_watch_time(calibration),
-                                                      video_groups(ranker, calibration)),
-            "held_out": calibration_by_group(np.exp(test_logits), observed_watch_time(test),
-                                             video_groups(ranker, test))}
+def calibration_report(seed: int, ranker: Ranker, calibration: dict[str, np.ndarray], test: dict[str, np.ndarray],
+                       test_logits: np.ndarray) -> dict:
+    """One seed's calibration: predicted against observed watch time per decile of the held-out
+    impressions (with each decile's share of unknown videos), and `by_video`: per known/unknown
+    video and video age band, on the calibration slice (which the map was fitted on) and held
+    out. The deciles mix these groups; between the two periods both the mix (more unknown videos,
+    and older ones) and each group's own error change, and with them the deciles' errors."""
+    observed, unknown = observed_watch_time(test), unknown_videos(ranker, test)
+    deciles = calibration_deciles(np.exp(test_logits), observed, unknown=unknown)
+    slice_groups = video_groups(calibration, unknown_videos(ranker, calibration))
+    by_video = {"calibration_slice": calibration_by_group(np.exp(predict(ranker, calibration)),
+                                                          observed_watch_time(calibration), slice_groups),
+                "held_out": calibration_by_group(np.exp(test_logits), observed, video_groups(test, unknown))}
+    return {"seed": seed, "max_calibration_error": max_calibration_error(deciles), "calibration": deciles,
+            "by_video": by_video}
 
 
 def main(argv=None) -> dict:
@@ -168,7 +161,7 @@ def main(argv=None) -> dict:
     log, train, calibration, test, sizes = held_out_data(args.seed, args.users, args.holdout, calibration_fraction)
     print(f"{sizes['train']} training / {sizes['calibration']} calibration / {sizes['held_out']} held-out "
           "impressions", flush=True)
-    rows, calibration_rows, by_video = [], None, None
+    rows, by_seed = [], []
     for preset, variant in variants(presets):
         started = time.perf_counter()
         ranker, logits, epochs = train_and_score(log, train, calibration, test, preset, variant, args.seed,
@@ -181,25 +174,21 @@ def main(argv=None) -> dict:
         rows.append(row)
         print(json.dumps(row), flush=True)
         if preset == calibration_preset and variant == "weighted":
-            calibration_rows = calibration_table(ranker, test, logits)
-            by_video = calibration_by_video(ranker, calibration, test, logits)
+            by_seed.append(calibration_report(args.seed, ranker, calibration, test, logits))
 
     # The calibration criterion (within 15% in every decile) sits close to one run's noise: the
     # same protocol on other seeds' logs says how much of a decile's error is the draw.
-    by_seed = [{"seed": args.seed, "max_calibration_error": max_calibration_error(calibration_rows),
-                "calibration": calibration_rows, "by_video": by_video}]
     for seed in extra_seeds:
         seed_log, seed_train, seed_calibration, seed_test, _ = held_out_data(seed, args.users, args.holdout,
                                                                              calibration_fraction)
         ranker, logits, _ = train_and_score(seed_log, seed_train, seed_calibration, seed_test, calibration_preset,
                                             "weighted", seed, calibration_fraction, args.epochs, args.verbose)
-        table = calibration_table(ranker, seed_test, logits)
-        by_seed.append({"seed": seed, "max_calibration_error": max_calibration_error(table), "calibration": table,
-                        "by_video": calibration_by_video(ranker, seed_calibration, seed_test, logits)})
+        by_seed.append(calibration_report(seed, ranker, seed_calibration, seed_test, logits))
         print(json.dumps({"seed": seed, "max_calibration_error": by_seed[-1]["max_calibration_error"]}), flush=True)
 
+    calibration_rows = by_seed[0]["calibration"]
     result = {"rows": rows, "calibration": calibration_rows, "calibration_model": f"{calibration_preset} weighted",
-              "max_calibration_error": max_calibration_error(calibration_rows), "calibration_by_seed": by_seed,
+              "max_calibration_error": by_seed[0]["max_calibration_error"], "calibration_by_seed": by_seed,
               "config": {"users": args.users, "epochs": args.epochs, "seed": args.seed, "holdout": args.holdout,
                          "calibration_fraction": calibration_fraction, "impressions": sizes}}
     with open(args.json, "w") as f:

@@ -165,6 +165,11 @@ def weighted_per_user_loss(pages: np.ndarray, clicked: np.ndarray, watch_time_s:
     return mispredicted / total if total > 0 else float("nan")
 
 
+def observed_watch_time(examples: dict[str, np.ndarray]) -> np.ndarray:
+    """Each impression's watch time, 0 where it was not clicked: what exp(logit) estimates."""
+    return np.where(np.asarray(examples["clicked"]) > 0, np.asarray(examples["watch_time_s"], np.float64), 0.0)
+
+
 def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: int = 10,
                         unknown: np.ndarray | None = None) -> list[dict]:
     """Mean predicted against mean observed watch time per decile (bin) of the prediction.

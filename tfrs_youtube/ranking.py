@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.calibration import WatchTimeCalibration
+from tfrs_youtube.evaluation import observed_watch_time
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.metrics import WeightedPerUserLoss
 from tfrs_youtube.pipeline import predict
@@ -256,8 +257,7 @@ class Ranker(tfrs.Model):
         """Fits `WatchTimeCalibration` on held-out impressions (not trained on), so that
         exp(logit) matches their observed watch time per impression. Call it after `fit`."""
         logits = predict(self.raw_logits, examples, batch_size)
-        observed = np.where(np.asarray(examples["clicked"]) > 0, examples["watch_time_s"], 0.0)
-        self.calibration.fit(logits, observed)
+        self.calibration.fit(logits, observed_watch_time(examples))
         return self
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:

@@ -19,7 +19,8 @@ from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
 from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
 from tfrs_youtube.data.schema import EventLog
 from tfrs_youtube.evaluation import (DEFAULT_KS, auc, calibration_deciles, evaluate_popularity, evaluate_random,
-                                     evaluate_retrieval, max_calibration_error, weighted_per_user_loss)
+                                     evaluate_retrieval, max_calibration_error, observed_watch_time,
+                                     weighted_per_user_loss)
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
 from tfrs_youtube.pipeline import as_tensors, predict, to_dataset, to_page_dataset
 from tfrs_youtube.ranking import Ranker, RankerConfig
@@ -272,7 +273,7 @@ def ranking_report(ranker: Ranker, examples: dict[str, np.ndarray], train_labels
         "random": np.random.default_rng(0).random(len(clicked)),
     }
     logits = scorers["tfrs_youtube"]
-    clicked_watch = np.where(clicked > 0, watch, 0.0)
+    clicked_watch = observed_watch_time(examples)
     calibration = calibration_deciles(np.exp(logits), clicked_watch)
     return {
         name: {"auc": auc(clicked, s), "weighted_per_user_loss": weighted_per_user_loss(pages, clicked, watch, s)}

@@ -306,9 +306,7 @@ class ExampleBuilder:
         features = self.context(users, np.minimum(first_held_out[users], self.watch_time.max() + 1))
         L = self.config.history_length
         positions = self.watches.last_n(users, times, L + 1, end=train_end[users])
-        label_position = np.empty(len(self.watches.order), np.int64)
-        label_position[self.watches.order] = np.arange(len(self.watches.order))
-        positions = np.where(positions == label_position[rows][:, None], -1, positions)
+        positions = np.where(positions == self._sorted_positions(rows)[:, None], -1, positions)
         # Close the gap the label leaves (a stable sort keeps most-recent-first order), keep L.
         positions = np.take_along_axis(positions, np.argsort(positions < 0, axis=1, kind="stable"), axis=1)[:, :L]
         history_index = _take(self.watch_video[self.watches.order], positions, -1)
@@ -322,6 +320,10 @@ class ExampleBuilder:
         """With ties in file order, each label's own sorted position bounds its history."""
         if self.config.ties != "file_order":
             return None
+        return self._sorted_positions(rows)
+
+    def _sorted_positions(self, rows: np.ndarray) -> np.ndarray:
+        """Where these watch rows sit in the (user, time)-sorted watch index."""
         position = np.empty(len(self.watches.order), np.int64)
         position[self.watches.order] = np.arange(len(self.watches.order))
         return position[rows]

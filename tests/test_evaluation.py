@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tfrs_youtube.evaluation import (auc, calibration_by_group, calibration_deciles, evaluate_retrieval,
-                                     metrics_from_ranks, scann_searcher, target_ranks, weighted_per_user_loss)
+                                     mean_standard_error, metrics_from_ranks, scann_searcher, target_ranks,
+                                     weighted_per_user_loss)
 
 
 def test_ranks_exclude_history_but_keep_the_target():
@@ -66,6 +67,26 @@ def test_calibration_bins_by_hand():
     assert [r["unknown_share"] for r in rows] == [pytest.approx(1 / 3), pytest.approx(2 / 3)]
     with pytest.raises(ValueError, match="unknown has shape"):
         calibration_deciles(np.arange(1.0, 7.0), np.zeros(6), bins=2, unknown=np.ones(5, bool))
+
+
+def test_clustered_standard_error_by_hand():
+    # Values 1, 3 (video a) and 5 (video b): mean 3, deviations summed per video -2 and +2, so the
+    # clustered (CR1) error is sqrt(2 / (2 - 1) * (4 + 4)) / 3 = 4 / 3, against the plain 2 / sqrt(3).
+    values, videos = np.array([1.0, 3.0, 5.0]), np.array(["a", "a", "b"])
+    assert mean_standard_error(values) == pytest.approx(2 / math.sqrt(3))
+    assert mean_standard_error(values, videos) == pytest.approx(4 / 3)
+    assert math.isnan(mean_standard_error(values, np.array(["a", "a", "a"])))
+    assert mean_standard_error(np.array([2.0])) == 0.0
+    # A video whose impressions all lean one way widens the error over the independent one.
+    lean = np.r_[np.full(50, 10.0), np.zeros(50)]
+    assert mean_standard_error(lean, np.r_[np.zeros(50), np.arange(1, 51)]) > 2 * mean_standard_error(lean)
+    # calibration_deciles clusters each bin's impressions by the given ids.
+    rows = calibration_deciles(np.arange(1.0, 7.0), np.array([1.0, 3.0, 5.0, 0.0, 12.0, 6.0]), bins=2,
+                               clusters=np.array(["a", "a", "b", "c", "d", "e"]))
+    assert rows[0]["observed_se_s"] == pytest.approx(4 / 3)
+    assert rows[1]["observed_se_s"] == pytest.approx(mean_standard_error(np.array([0.0, 12.0, 6.0])))
+    with pytest.raises(ValueError, match="clusters has shape"):
+        calibration_deciles(np.arange(1.0, 7.0), np.zeros(6), bins=2, clusters=np.zeros(5))
 
 
 def test_calibration_by_group_by_hand():

@@ -274,7 +274,9 @@ def ranking_report(ranker: Ranker, examples: dict[str, np.ndarray], train_labels
     }
     logits = scorers["tfrs_youtube"]
     clicked_watch = observed_watch_time(examples)
-    calibration = calibration_deciles(np.exp(logits), clicked_watch)
+    # Errors clustered by video: impressions of one hit video are not independent draws.
+    calibration = calibration_deciles(np.exp(logits), clicked_watch,
+                                      clusters=np.asarray(examples["video_id"]).astype(str))
     return {
         name: {"auc": auc(clicked, s), "weighted_per_user_loss": weighted_per_user_loss(pages, clicked, watch, s)}
         for name, s in scorers.items()

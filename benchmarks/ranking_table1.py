@@ -28,7 +28,7 @@ one ranker only): one decile's error moves by several points between draws, so t
 15% in every decile is judged on more than one. Each decile's `observed_se_s` is clustered by
 video: popularity is heavy-tailed, so ten videos carry a fifth of a decile's watch time, and at
 the default size (10,000 users, 5,000 videos) a decile's observed mean is uncertain by 5-9%, too
-much to tell 15% from noise; `--users 30000 --videos 15000` brings that to 3-4%. Each seed's
+much to tell 15% from noise; `--users 30000 --videos 15000` brings that to 3-5%. Each seed's
 `by_video` splits the same ranker's impressions by known or unknown video and video age band, on
 the calibration slice and held out, with predicted and observed watch time per group: where the
 deciles' error comes from.

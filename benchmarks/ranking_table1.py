@@ -122,12 +122,14 @@ def calibration_report(seed: int, ranker: Ranker, calibration: dict[str, np.ndar
     and older ones) and each group's own error change, and with them the deciles' errors."""
     observed, unknown = observed_watch_time(test), unknown_videos(ranker, test)
     # Standard errors clustered by video: a few hit videos carry a fifth of a decile's watch time.
-    deciles = calibration_deciles(np.exp(test_logits), observed, unknown=unknown,
-                                  clusters=np.asarray(test["video_id"]).astype(str))
+    videos = lambda examples: np.asarray(examples["video_id"]).astype(str)  # noqa: E731
+    deciles = calibration_deciles(np.exp(test_logits), observed, unknown=unknown, clusters=videos(test))
     slice_groups = video_groups(calibration, unknown_videos(ranker, calibration))
     by_video = {"calibration_slice": calibration_by_group(np.exp(predict(ranker, calibration)),
-                                                          observed_watch_time(calibration), slice_groups),
-                "held_out": calibration_by_group(np.exp(test_logits), observed, video_groups(test, unknown))}
+                                                          observed_watch_time(calibration), slice_groups,
+                                                          clusters=videos(calibration)),
+                "held_out": calibration_by_group(np.exp(test_logits), observed, video_groups(test, unknown),
+                                                 clusters=videos(test))}
     return {"seed": seed, "max_calibration_error": max_calibration_error(deciles), "calibration": deciles,
             "by_video": by_video}
 

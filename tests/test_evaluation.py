@@ -97,8 +97,16 @@ def test_calibration_by_group_by_hand():
     assert [(r["predicted_s"], r["observed_s"]) for r in rows] == [(3.0, 2.5), (3.0, 4.0)]
     assert [(r["impressions"], r["clicks"]) for r in rows] == [(2, 1), (3, 2)]
     assert rows[1]["observed_se_s"] == pytest.approx(np.std([3, 0, 9], ddof=1) / math.sqrt(3))
+    # Clustered: group b's watches 3 and 9 come from one video (x), 0 from another (y): deviations
+    # -1 + 5 = 4 and -4, so sqrt(2 / 1 * 32) / 3 = 8 / 3.
+    clustered = calibration_by_group(np.arange(1.0, 6.0), np.array([3.0, 0.0, 0.0, 5.0, 9.0]),
+                                     np.array(["b", "a", "b", "a", "b"]), clusters=np.array(["x", "z", "y", "w", "x"]))
+    assert clustered[1]["observed_se_s"] == pytest.approx(8 / 3)
+    assert [r["observed_s"] for r in clustered] == [r["observed_s"] for r in rows]
     with pytest.raises(ValueError, match="one shape"):
         calibration_by_group(np.ones(3), np.ones(3), np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="one shape"):
+        calibration_by_group(np.ones(2), np.ones(2), np.array(["a", "b"]), clusters=np.array(["x"]))
 
 
 def test_auc_by_hand():

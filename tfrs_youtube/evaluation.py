@@ -192,6 +192,16 @@ def mean_standard_error(values: np.ndarray, clusters: np.ndarray | None = None) 
     return float(np.sqrt(g / (g - 1) * np.sum(sums**2)) / n)
 
 
+def _calibration_row(predicted_s: np.ndarray, observed_s: np.ndarray, members: np.ndarray,
+                     clusters: np.ndarray | None) -> dict:
+    """Mean predicted and observed watch time of the impressions `members`, their count, clicks,
+    and the observed mean's standard error (clustered when `clusters` is given)."""
+    observed = observed_s[members]
+    return {"predicted_s": float(predicted_s[members].mean()), "observed_s": float(observed.mean()),
+            "impressions": int(len(observed)), "clicks": int((observed > 0).sum()),
+            "observed_se_s": mean_standard_error(observed, None if clusters is None else clusters[members])}
+
+
 def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: int = 10,
                         unknown: np.ndarray | None = None, clusters: np.ndarray | None = None) -> list[dict]:
     """Mean predicted against mean observed watch time per decile (bin) of the prediction.
@@ -214,41 +224,36 @@ def calibration_deciles(predicted_s: np.ndarray, observed_s: np.ndarray, bins: i
     for name, values in (("unknown", unknown), ("clusters", clusters)):
         if values is not None and np.shape(values) != predicted_s.shape:
             raise ValueError(f"{name} has shape {np.shape(values)}, the predictions {predicted_s.shape}")
+    clusters = None if clusters is None else np.asarray(clusters)
     order = np.argsort(predicted_s, kind="stable")
     rows = []
     for decile, members in enumerate(np.array_split(order, bins), start=1):
-        observed = observed_s[members]
-        rows.append({"decile": decile, "predicted_s": float(predicted_s[members].mean()),
-                     "observed_s": float(observed.mean()), "impressions": int(len(members)),
-                     "clicks": int((observed > 0).sum()),
-                     "observed_se_s": mean_standard_error(
-                         observed, None if clusters is None else np.asarray(clusters)[members])})
+        rows.append({"decile": decile, **_calibration_row(predicted_s, observed_s, members, clusters)})
         if unknown is not None:
             rows[-1]["unknown_share"] = float(np.mean(np.asarray(unknown)[members]))
     return rows
 
 
-def calibration_by_group(predicted_s: np.ndarray, observed_s: np.ndarray, groups: np.ndarray) -> list[dict]:
+def calibration_by_group(predicted_s: np.ndarray, observed_s: np.ndarray, groups: np.ndarray,
+                         clusters: np.ndarray | None = None) -> list[dict]:
     """Mean predicted against mean observed watch time within each group of impressions (such as
     known or unknown video, by video age), groups in sorted order, with `calibration_deciles`'
-    columns. A ranker calibrated per decile can still be off within groups that the deciles mix,
-    and if the mix changes between the calibration slice and serving, so does its decile error.
+    columns (standard errors clustered by `clusters` when given). A ranker calibrated per decile
+    can still be off within groups that the deciles mix, and if the mix changes between the
+    calibration slice and serving, so does its decile error.
     """
     predicted_s = np.asarray(predicted_s, np.float64)
     observed_s = np.asarray(observed_s, np.float64)
     groups = np.asarray(groups)
-    if not predicted_s.shape == observed_s.shape == groups.shape:
+    clusters = None if clusters is None else np.asarray(clusters)
+    if not predicted_s.shape == observed_s.shape == groups.shape or (
+            clusters is not None and clusters.shape != groups.shape):
         raise ValueError(f"calibration_by_group needs arrays of one shape, got {predicted_s.shape}, "
-                         f"{observed_s.shape} and groups {groups.shape}")
-    rows = []
-    for group in np.unique(groups):
-        members = groups == group
-        observed = observed_s[members]
-        se = mean_standard_error(observed)
-        rows.append({"group": group.item() if hasattr(group, "item") else group,
-                     "predicted_s": float(predicted_s[members].mean()), "observed_s": float(observed.mean()),
-                     "impressions": int(members.sum()), "clicks": int((observed > 0).sum()), "observed_se_s": se})
-    return rows
+                         f"{observed_s.shape}, groups {groups.shape} and clusters "
+                         f"{None if clusters is None else clusters.shape}")
+    return [{"group": group.item() if hasattr(group, "item") else group,
+             **_calibration_row(predicted_s, observed_s, np.flatnonzero(groups == group), clusters)}
+            for group in np.unique(groups)]
 
 
 def max_calibration_error(rows: list[dict]) -> float:

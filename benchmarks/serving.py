@@ -22,6 +22,11 @@ The load test (`--load-threads` threads x `--load-requests` requests each, one l
 largest corpus at the first d) mixes good requests with bad ones (NaN ages, wrong rank, batch
 mismatch, wrong dtype, unknown ids); every good answer must equal the answer computed before the
 test, every bad one must be refused, and resident memory must stay flat. It reports throughput.
+
+`--inter-op-threads N` sizes TensorFlow's inter-op thread pool as a server would
+(`--tensorflow_inter_op_parallelism` in TF Serving); the default, 0, is TensorFlow's own choice.
+On this 2-core machine 1 made batch-1 `retrieve` faster in most runs and the load test's
+throughput lower (README, Serving).
 """
 
 from __future__ import annotations
@@ -208,7 +213,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-leaves", type=int, default=None, help="override ScaNN's leaves (default ~sqrt(N))")
     parser.add_argument("--leaves-to-search", type=int, default=None, help="override the leaves searched")
     parser.add_argument("--reorder", type=int, default=None, help="override the candidates re-scored exactly")
+    parser.add_argument("--inter-op-threads", type=int, default=0,
+                        help="TensorFlow's inter-op thread pool, as a server sets it (0: TensorFlow's default)")
     args = parser.parse_args(argv)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     dims = [int(d) for d in args.dims.split(",")]
     tf.keras.utils.set_random_seed(args.seed)
@@ -260,6 +268,7 @@ def main(argv=None) -> dict:
     result = {"rows": rows, "load_test": load,
               "config": {"num_candidates": NUM_CANDIDATES, "k": K, "repeats": args.repeats, "users": args.users,
                          "serving": dataclasses.asdict(ServingConfig(num_candidates=NUM_CANDIDATES, k=K)),
+                         "inter_op_threads": args.inter_op_threads,
                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)

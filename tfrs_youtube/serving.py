@@ -25,7 +25,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.candidate import NORMALIZED_EXAMPLE_AGE, CandidateGenerator
 from tfrs_youtube.data.examples import IMPRESSION_WINDOW_S, NEVER_WATCHED_S
-from tfrs_youtube.index import DIMENSIONS_PER_BLOCK, TRAINING_ITERATIONS, scann_settings
+from tfrs_youtube.index import DIMENSIONS_PER_BLOCK, TRAINING_ITERATIONS, scann_settings, store_in_leaf_order
 from tfrs_youtube.ranking import Ranker
 
 # The request: batch dimension first; histories padded with "" (their ages then ignored).
@@ -203,6 +203,8 @@ class TwoStageRecommender(tf.Module):
             settings = {"exact": True}
             self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.config.num_candidates)
         self.index.index(vectors, tf.constant(ids))
+        if self.config.index == "scann":
+            store_in_leaf_order(self.index)  # before any search: see its docstring
         # The request: the standard inputs plus the extra user features the models were built with.
         self.extra_user_features = ranker.embeddings.extra_user_features
         self.request_signature = dict(REQUEST_SIGNATURE, **{

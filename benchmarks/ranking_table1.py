@@ -3,9 +3,9 @@
     python benchmarks/ranking_table1.py --json OUT.json [--users 10000] [--videos 5000] [--holdout 0.2]
         [--epochs 4] [--presets none,1024-512-256] [--calibration-seeds 1,2]
 
-Protocol: the synthetic log (`SyntheticConfig`, `--users` users, `--videos` videos) cut in time as the demo does
-(`ExampleConfig(split="time")`): impressions before the cut train the ranker, those after it
-are held out. The latest training impressions, over as long a period as the held-out one (a
+Protocol: the synthetic log (`SyntheticConfig`, `--users` users, `--videos` videos) cut in time
+as the demo does (`ExampleConfig(split="time")`): impressions before the cut train the ranker,
+those after it are held out. The latest training impressions, over as long a period as the held-out one (a
 share holdout / (1 - holdout) of them: 25% for the default 20% held out), are the calibration
 slice: they pick the epoch (lowest weighted per-user loss, at most `--epochs`) and fit the
 watch-time calibration; no figure below looks at the held-out impressions before they are scored.

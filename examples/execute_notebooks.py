@@ -4,10 +4,12 @@
 
 This is how the committed outputs are made: at full size (unset TFRS_YOUTUBE_EXAMPLE_SIZE;
 `TFRS_YOUTUBE_EXAMPLE_SIZE=small` runs the CI size instead), every notebook of examples/ (or the
-ones named) in place. The kernel runs in a temporary directory, so nothing is written beside the
-notebooks. Without TFRS_YOUTUBE_MOVIELENS_100K the MovieLens parts print that they were skipped.
+ones named) in place. The kernel runs in a temporary directory, which is also its TMPDIR, so
+nothing is written beside the notebooks and nothing the notebooks export outlives the run.
+Without TFRS_YOUTUBE_MOVIELENS_100K the MovieLens parts print that they were skipped.
 """
 
+import os
 import sys
 import tempfile
 import time
@@ -25,8 +27,13 @@ def main(names: list[str]) -> int:
         nb = nbformat.read(path, as_version=4)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as workdir:
-            NotebookClient(nb, timeout=3600, kernel_name="python3",
-                           resources={"metadata": {"path": workdir}}).execute()
+            # The kernel inherits this environment: notebook 3's `tempfile.mkdtemp` export lands here.
+            os.environ["TMPDIR"] = workdir
+            try:
+                NotebookClient(nb, timeout=3600, kernel_name="python3",
+                               resources={"metadata": {"path": workdir}}).execute()
+            finally:
+                del os.environ["TMPDIR"]
         nbformat.write(nb, path)
         print(f"{path.name}: executed in {time.perf_counter() - started:.0f} s, "
               f"{path.stat().st_size / 1e3:.0f} kB", flush=True)

@@ -12,6 +12,7 @@ hand-written MovieLens-format fixture of tests/fixtures (a smoke test, not a ben
 """
 
 import argparse
+import atexit
 import os
 import shutil
 import sys
@@ -33,8 +34,10 @@ FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "ml-100k-
 
 
 def fixture_dir() -> str:
-    """The fixture's `<file>.fixture` files under their MovieLens names, in a temporary directory."""
+    """The fixture's `<file>.fixture` files under their MovieLens names, in a temporary directory
+    that is removed when the script exits."""
     target = Path(tempfile.mkdtemp(prefix="ml-100k-mini-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
     for source in FIXTURE.glob("*.fixture"):
         shutil.copyfile(source, target / source.name[: -len(".fixture")])
     return str(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 # nothing in the repository looks like a GroupLens file) and laid out under their real names in a
 # temporary directory when the tests start.
 MOVIELENS_FIXTURES = Path(tempfile.mkdtemp(prefix="tfrs-youtube-fixtures-"))
+atexit.register(shutil.rmtree, MOVIELENS_FIXTURES, ignore_errors=True)
 for _source in (REPO / "tests" / "fixtures").glob("*/*.fixture"):
     (MOVIELENS_FIXTURES / _source.parent.name).mkdir(exist_ok=True)
     shutil.copyfile(_source, MOVIELENS_FIXTURES / _source.parent.name / _source.name[: -len(".fixture")])

@@ -35,7 +35,8 @@ def small_env(**extra) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_example_script_runs_at_small_size(script, tmp_path):
-    done = subprocess.run([sys.executable, str(EXAMPLES / script)], cwd=tmp_path, env=small_env(),
+    # TMPDIR: the scripts' temporary exports and copies go under pytest's tmp_path, not /tmp.
+    done = subprocess.run([sys.executable, str(EXAMPLES / script)], cwd=tmp_path, env=small_env(TMPDIR=str(tmp_path)),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     for expected in SCRIPTS[script]:
@@ -85,8 +86,8 @@ def test_notebook_executes_at_small_size(notebook, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    for name, value in small_env().items():
-        monkeypatch.setenv(name, value)  # the kernel inherits this process' environment
+    for name, value in small_env(TMPDIR=str(tmp_path)).items():
+        monkeypatch.setenv(name, value)  # the kernel inherits this process' environment (TMPDIR: its exports)
     copy = tmp_path / notebook.name
     shutil.copyfile(notebook, copy)
     before = notebook.read_bytes()

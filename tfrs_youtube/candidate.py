@@ -135,9 +135,11 @@ class CandidateGenerator(tfrs.Model):
                  sampling_probabilities: np.ndarray | None = None, topk_metrics: bool = True, **kwargs):
         super().__init__(**kwargs)
         if config.frequency_estimation not in ("counts", "streaming"):
-            raise ValueError(f"frequency_estimation must be 'counts' or 'streaming', got {config.frequency_estimation!r}")
+            raise ValueError("frequency_estimation must be 'counts' or 'streaming', "
+                             f"got {config.frequency_estimation!r}")
         if config.negative_distribution not in ("unigram", "uniform"):
-            raise ValueError(f"negative_distribution must be 'unigram' or 'uniform', got {config.negative_distribution!r}")
+            raise ValueError("negative_distribution must be 'unigram' or 'uniform', "
+                             f"got {config.negative_distribution!r}")
         self.config = config
         self.embeddings = embeddings
         self.user_tower = UserTower(embeddings, config, name="user_tower")

@@ -1,0 +1,43 @@
+"""The serving benchmark runs end to end at a tiny size, keeps its JSON interface and cleans up.
+
+The figures themselves are the benchmark's business (README, Serving); this checks the command
+and the keys issue 5 names, the load test's verdicts, and that a run without --out-dir leaves none
+of its exports behind (a full run writes about 7 GB of them).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"corpus", "dim", "scann_recall_at_100", "retrieve_p50_ms", "retrieve_p99_ms", "portable_retrieve_p50_ms",
+            "serving_default_p50_ms", "serving_default_p99_ms", "export_mb"}
+
+
+@pytest.mark.slow
+def test_serving_benchmark_writes_its_json_and_leaves_no_export_behind(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "serving.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "serving.py"), "--json", str(out), "--sizes", "2000,20000",
+         "--dims", "16", "--repeats", "20", "--users", "10", "--load-threads", "2", "--load-requests", "30"],
+        env=dict(os.environ, TMPDIR=str(scratch), TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
+        timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert [(row["corpus"], row["dim"]) for row in result["rows"]] == [(2000, 16), (20000, 16)]
+    for row in result["rows"]:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        assert 0.5 < row["scann_recall_at_100"] <= 1
+        assert 0 < row["retrieve_p50_ms"] <= row["retrieve_p99_ms"]
+        assert 0 < row["serving_default_p50_ms"] <= row["serving_default_p99_ms"]
+        assert row["export_mb"] > 0
+    load = result["load_test"]
+    assert load["requests"] == 60 and load["good"] + load["refused_bad"] == 60
+    assert load["wrong_answers"] == load["accepted_bad"] == load["crashes"] == 0
+    assert not list(scratch.glob("tfrs-youtube-serving-*")), "the exports' temporary directory was left behind"

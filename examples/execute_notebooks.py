@@ -28,12 +28,15 @@ def main(names: list[str]) -> int:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as workdir:
             # The kernel inherits this environment: notebook 3's `tempfile.mkdtemp` export lands here.
-            os.environ["TMPDIR"] = workdir
+            previous, os.environ["TMPDIR"] = os.environ.get("TMPDIR"), workdir
             try:
                 NotebookClient(nb, timeout=3600, kernel_name="python3",
                                resources={"metadata": {"path": workdir}}).execute()
             finally:
-                del os.environ["TMPDIR"]
+                if previous is None:
+                    del os.environ["TMPDIR"]
+                else:
+                    os.environ["TMPDIR"] = previous
         nbformat.write(nb, path)
         print(f"{path.name}: executed in {time.perf_counter() - started:.0f} s, "
               f"{path.stat().st_size / 1e3:.0f} kB", flush=True)

@@ -2,7 +2,7 @@
 
 The figures themselves are the benchmark's business (README, Serving); this checks the command
 and the keys issue 5 names, the load test's verdicts, and that a run without --out-dir leaves none
-of its exports behind (a full run writes about 7 GB of them).
+of its exports behind (a full run writes 3.2 GB of them).
 """
 
 import json

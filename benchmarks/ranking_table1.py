@@ -47,18 +47,16 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
-import tensorflow as tf  # noqa: E402
-from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig  # noqa: E402
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from tfrs_youtube.evaluation import (auc, calibration_by_group, calibration_deciles, max_calibration_error,  # noqa: E402
                                      observed_watch_time, weighted_per_user_loss)
-from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings  # noqa: E402
-from tfrs_youtube.pipeline import predict  # noqa: E402
-from tfrs_youtube.ranking import HIDDEN_LAYER_PRESETS, Ranker, RankerConfig  # noqa: E402
-from tfrs_youtube.training import split_calibration, train_ranker  # noqa: E402
+from tfrs_youtube.pipeline import ExampleConfig  # noqa: E402
+from tfrs_youtube.ranking import HIDDEN_LAYER_PRESETS, RankerConfig  # noqa: E402
+from tfrs_youtube.reports import ranked_impressions  # noqa: E402
+from tfrs_youtube.system import temporary_examples  # noqa: E402
+from tfrs_youtube.training import TrainConfig, build_models, fit_ranker  # noqa: E402
 
 DEEPEST = "1024-512-256"
-CONTINUOUS = ("time_since_topic_watch_s", "previous_impressions", "video_age_s")
 
 
 def variants(presets: list[str]) -> list[tuple[str, str]]:
@@ -74,34 +72,31 @@ VIDEO_AGE_BANDS_DAYS = (0, 3, 6, 12, 24)
 
 
 def held_out_data(seed: int, users: int, videos: int, holdout: float, calibration_fraction: float):
-    """The synthetic log of `seed`, cut in time: (log, fit, calibration, held-out impressions, sizes)."""
-    log = generate(SyntheticConfig(num_users=users, num_videos=videos, seed=seed))
-    builder = ExampleBuilder(log, ExampleConfig(split="time", holdout_fraction=holdout, seed=seed))
-    train_rows, test_rows = builder.impression_split()
-    train_rows, calibration_rows = split_calibration(builder, train_rows, calibration_fraction)
-    train, calibration, test = (builder.ranking_examples(r) for r in (train_rows, calibration_rows, test_rows))
-    sizes = {"train": len(train_rows), "calibration": len(calibration_rows), "held_out": len(test_rows)}
-    return log, train, calibration, test, sizes
+    """The examples of the synthetic log of `seed`, cut in time, and the config that cut them."""
+    config = TrainConfig(seed=seed, examples=ExampleConfig(split="time", holdout_fraction=holdout,
+                                                           calibration_fraction=calibration_fraction))
+    examples = temporary_examples(generate(SyntheticConfig(num_users=users, num_videos=videos, seed=seed)), config,
+                                  say=None)
+    sizes = {"train": examples.num_impressions("fit"), "calibration": examples.num_impressions("calibration"),
+             "held_out": examples.num_impressions("test")}
+    return config, examples, sizes
 
 
-def train_and_score(log, train, calibration, test, preset: str, variant: str, seed: int,
-                    calibration_fraction: float, epochs: int, verbose: int):
-    """One row's ranker, trained from fresh shared embeddings; (ranker, held-out logits, epochs)."""
-    tf.keras.utils.set_random_seed(seed)
-    embeddings = FeatureEmbeddings.from_examples(
-        log, EmbeddingConfig(seed=seed), **{name: train[name] for name in CONTINUOUS})
-    config = RankerConfig(hidden_layers=preset, weighted=variant != "unweighted",
-                          feature_powers=variant != "no_powers", fine_tune_embeddings=True, seed=seed,
-                          calibration_fraction=calibration_fraction)
-    ranker = Ranker(config, embeddings)
-    history = train_ranker(ranker, train, calibration, epochs, seed=seed, verbose=verbose)
-    return ranker, predict(ranker, test), len(history.history["loss"])
+def train_and_score(base: TrainConfig, examples, preset: str, variant: str, epochs: int, verbose: int):
+    """One row's ranker, trained from fresh shared embeddings that it fine-tunes; (models, its
+    config, epochs run)."""
+    config = TrainConfig.from_dict(base.to_dict())
+    config.ranker = RankerConfig(hidden_layers=preset, weighted=variant != "unweighted",
+                                 feature_powers=variant != "no_powers", fine_tune_embeddings=True)
+    config.ranker_epochs = epochs
+    models = build_models(examples, config)
+    figures = fit_ranker(models, examples, config, verbose)
+    return models, config, len(figures["history"]["loss"])
 
 
-def unknown_videos(ranker: Ranker, examples: dict[str, np.ndarray]) -> np.ndarray:
+def unknown_videos(models, impressions: dict[str, np.ndarray]) -> np.ndarray:
     """True where the ranker does not know the impressed video (`Ranker.set_known_videos`)."""
-    index = ranker.embeddings.video.indices(tf.constant(np.asarray(examples["video_id"]).astype(str))).numpy()
-    return ranker.known_videos.numpy()[index] == 0
+    return models.ranker.known_videos.numpy()[impressions["video_id"]] == 0
 
 
 def video_groups(examples: dict[str, np.ndarray], unknown: np.ndarray) -> np.ndarray:
@@ -113,23 +108,22 @@ def video_groups(examples: dict[str, np.ndarray], unknown: np.ndarray) -> np.nda
     return np.char.add(np.char.add(np.where(unknown, "unknown", "known"), ", age "), np.asarray(names)[band])
 
 
-def calibration_report(seed: int, ranker: Ranker, calibration: dict[str, np.ndarray], test: dict[str, np.ndarray],
-                       test_logits: np.ndarray) -> dict:
+def calibration_report(seed: int, models, config, examples, test: dict[str, np.ndarray]) -> dict:
     """One seed's calibration: predicted against observed watch time per decile of the held-out
     impressions (with each decile's share of unknown videos), and `by_video`: per known/unknown
     video and video age band, on the calibration slice (which the map was fitted on) and held
     out. The deciles mix these groups; between the two periods both the mix (more unknown videos,
     and older ones) and each group's own error change, and with them the deciles' errors."""
-    observed, unknown = observed_watch_time(test), unknown_videos(ranker, test)
+    calibration = ranked_impressions(models, examples, config, "calibration")
+    observed = lambda shown: observed_watch_time(shown["clicked"], shown["watch_time_s"])  # noqa: E731
+    unknown = unknown_videos(models, test)
     # Standard errors clustered by video: a few hit videos carry a fifth of a decile's watch time.
-    videos = lambda examples: np.asarray(examples["video_id"]).astype(str)  # noqa: E731
-    deciles = calibration_deciles(np.exp(test_logits), observed, unknown=unknown, clusters=videos(test))
-    slice_groups = video_groups(calibration, unknown_videos(ranker, calibration))
-    by_video = {"calibration_slice": calibration_by_group(np.exp(predict(ranker, calibration)),
-                                                          observed_watch_time(calibration), slice_groups,
-                                                          clusters=videos(calibration)),
-                "held_out": calibration_by_group(np.exp(test_logits), observed, video_groups(test, unknown),
-                                                 clusters=videos(test))}
+    deciles = calibration_deciles(np.exp(test["logit"]), observed(test), unknown=unknown, clusters=test["video_id"])
+    by_video = {"calibration_slice": calibration_by_group(np.exp(calibration["logit"]), observed(calibration),
+                                                          video_groups(calibration, unknown_videos(models, calibration)),
+                                                          clusters=calibration["video_id"]),
+                "held_out": calibration_by_group(np.exp(test["logit"]), observed(test), video_groups(test, unknown),
+                                                 clusters=test["video_id"])}
     return {"seed": seed, "max_calibration_error": max_calibration_error(deciles), "calibration": deciles,
             "by_video": by_video}
 
@@ -168,33 +162,32 @@ def main(argv=None) -> dict:
     # The calibration is reported for the deepest weighted ranker (else the last preset's).
     calibration_preset = DEEPEST if DEEPEST in presets else presets[-1]
 
-    log, train, calibration, test, sizes = held_out_data(args.seed, args.users, args.videos, args.holdout,
-                                                         calibration_fraction)
+    base, examples, sizes = held_out_data(args.seed, args.users, args.videos, args.holdout, calibration_fraction)
     print(f"{sizes['train']} training / {sizes['calibration']} calibration / {sizes['held_out']} held-out "
           "impressions", flush=True)
     rows, by_seed = [], []
     for preset, variant in variants(presets):
         started = time.perf_counter()
-        ranker, logits, epochs = train_and_score(log, train, calibration, test, preset, variant, args.seed,
-                                                 calibration_fraction, args.epochs, args.verbose)
+        models, config, epochs = train_and_score(base, examples, preset, variant, args.epochs, args.verbose)
+        test = ranked_impressions(models, examples, config, "test")
         row = {"hidden_layers": preset, "variant": variant,
                "weighted_per_user_loss": weighted_per_user_loss(test["page"], test["clicked"], test["watch_time_s"],
-                                                                logits),
-               "auc": auc(test["clicked"], logits), "epochs": epochs,
+                                                                test["logit"]),
+               "auc": auc(test["clicked"], test["logit"]), "epochs": epochs,
                "train_s": round(time.perf_counter() - started, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if preset == calibration_preset and variant == "weighted":
-            by_seed.append(calibration_report(args.seed, ranker, calibration, test, logits))
+            by_seed.append(calibration_report(args.seed, models, config, examples, test))
 
     # The calibration criterion (within 15% in every decile) sits close to one run's noise: the
     # same protocol on other seeds' logs says how much of a decile's error is the draw.
     for seed in extra_seeds:
-        seed_log, seed_train, seed_calibration, seed_test, _ = held_out_data(seed, args.users, args.videos,
-                                                                             args.holdout, calibration_fraction)
-        ranker, logits, _ = train_and_score(seed_log, seed_train, seed_calibration, seed_test, calibration_preset,
-                                            "weighted", seed, calibration_fraction, args.epochs, args.verbose)
-        by_seed.append(calibration_report(seed, ranker, seed_calibration, seed_test, logits))
+        seed_base, seed_examples, _ = held_out_data(seed, args.users, args.videos, args.holdout, calibration_fraction)
+        models, config, _ = train_and_score(seed_base, seed_examples, calibration_preset, "weighted", args.epochs,
+                                            args.verbose)
+        test = ranked_impressions(models, seed_examples, config, "test")
+        by_seed.append(calibration_report(seed, models, config, seed_examples, test))
         print(json.dumps({"seed": seed, "max_calibration_error": by_seed[-1]["max_calibration_error"]}), flush=True)
 
     calibration_rows = by_seed[0]["calibration"]

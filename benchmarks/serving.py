@@ -43,7 +43,6 @@ import threading
 import time
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -51,9 +50,11 @@ import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
 import tensorflow as tf  # noqa: E402
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from tfrs_youtube.export import export_two_stage  # noqa: E402
-from tfrs_youtube.pipeline import as_tensors  # noqa: E402
+from tfrs_youtube.reports import item_vectors, held_out_requests  # noqa: E402
+from tfrs_youtube.requests import as_tensors, take  # noqa: E402
 from tfrs_youtube.serving import ServingConfig, TwoStageRecommender  # noqa: E402
-from tfrs_youtube.training import TrainConfig, train_two_stage  # noqa: E402
+from tfrs_youtube.system import train_two_stage  # noqa: E402
+from tfrs_youtube.training import TrainConfig  # noqa: E402
 
 NUM_CANDIDATES, K = 300, 25
 
@@ -73,29 +74,24 @@ def train_system(dim: int, seed: int):
     return train_two_stage(log, config, verbose=0)
 
 
-def extended_corpus(system, size: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """The trained videos, then synthetic ones near random trained ones, up to `size`."""
-    videos = system.builder.log.videos
-    trained = system.candidate_generator.video_vectors(tf.constant(videos["video_id"].astype(str).to_numpy())).numpy()
-    if size <= len(videos):
-        return videos.iloc[:size].reset_index(drop=True), trained[:size]
+def extended_corpus(system, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The trained videos' ids and vectors, then synthetic ones near random trained ones, up to `size`."""
+    ids = np.asarray(system.embeddings.video.vocabulary, dtype=object)
+    trained = item_vectors(system.candidate_generator)
+    if size <= len(ids):
+        return ids[:size], trained[:size]
     rng = np.random.default_rng(seed)
-    extra = size - len(videos)
-    base = rng.integers(0, len(videos), extra)
+    extra = size - len(ids)
+    base = rng.integers(0, len(ids), extra)
     vectors = trained[base] + rng.normal(scale=0.5 / np.sqrt(trained.shape[1]), size=(extra, trained.shape[1]))
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    more = videos.iloc[base].reset_index(drop=True).copy()
-    more["video_id"] = [f"x{j:07d}" for j in range(extra)]
-    return (pd.concat([videos, more], ignore_index=True),
+    return (np.r_[ids, np.array([f"x{j:07d}" for j in range(extra)], dtype=object)],
             np.concatenate([trained, vectors.astype(np.float32)]).astype(np.float32))
 
 
 def requests_of(system, n: int) -> list[dict[str, tf.Tensor]]:
-    builder = system.builder
-    test = builder.retrieval_examples("test")
-    users = builder.user_codes.get_indexer(test["user_id"][:n])
-    batch = builder.requests(users, test["time"][:n].astype(np.int64))
-    return [as_tensors({k: v[i:i + 1] for k, v in batch.items()}) for i in range(len(users))]
+    requests, _ = held_out_requests(system.examples)
+    return [as_tensors(take(requests, slice(i, i + 1))) for i in range(min(n, len(requests["request_time"])))]
 
 
 def timed(fn, requests, repeats: int) -> tuple[float, float]:
@@ -238,11 +234,11 @@ def run(args, sizes: list[int], dims: list[int], out_dir: str, keep_exports: boo
         system = train_system(dim, args.seed)
         requests = requests_of(system, args.users)
         for size in sizes:
-            videos, vectors = extended_corpus(system, size, args.seed)
+            ids, vectors = extended_corpus(system, size, args.seed)
             started = time.perf_counter()
             serving = dataclasses.replace(system.config.serving, num_leaves=args.num_leaves,
                                           leaves_to_search=args.leaves_to_search, reorder=args.reorder)
-            recommender = TwoStageRecommender(system.candidate_generator, system.ranker, videos, serving,
+            recommender = TwoStageRecommender(system.candidate_generator, system.ranker, serving, corpus_ids=ids,
                                               video_vectors=vectors)
             build_s = time.perf_counter() - started
             # retrieve and user_embedding take the user tower's inputs only.
@@ -255,7 +251,7 @@ def run(args, sizes: list[int], dims: list[int], out_dir: str, keep_exports: boo
             retrieved = np.concatenate([scann_model.signatures["retrieve"](**r)["video_ids"].numpy()[:, :100]
                                         for r in user_requests])
             exact = np.argsort(-user_vectors @ vectors.T, axis=1)[:, :100]
-            ids = videos["video_id"].astype(str).to_numpy()
+            ids = ids.astype(str)
             recall = float(np.mean([len(set(a.astype(str)) & set(ids[e])) / 100 for a, e in zip(retrieved, exact)]))
             retrieve, portable_retrieve = timed_against(scann_model.signatures["retrieve"],
                                                         portable.signatures["retrieve"], user_requests, args.repeats,

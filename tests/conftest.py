@@ -32,33 +32,40 @@ def tiny_log():
     return generate(SyntheticConfig.tiny(seed=0))
 
 
-@pytest.fixture(scope="session")
-def tiny_system(tiny_log):
-    from tfrs_youtube.training import TrainConfig, train_two_stage
+def tiny_config():
+    """The tiny system's config: a few epochs, a short candidate list."""
+    from tfrs_youtube.training import TrainConfig
 
     config = TrainConfig(candidate_epochs=3, ranker_epochs=4, batch_size=256)
     config.serving.num_candidates = 100
-    return train_two_stage(tiny_log, config, verbose=0)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_examples(tiny_log, tmp_path_factory):
+    """The tiny log's examples (the pipeline, in this process), built once."""
+    from tfrs_youtube.pipeline import build_examples
+
+    config = tiny_config()
+    return build_examples(tiny_log, str(tmp_path_factory.mktemp("examples") / "tiny"), config.examples,
+                          seed=config.seed, say=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_system(tiny_examples):
+    from tfrs_youtube.system import train_two_stage
+
+    return train_two_stage(None, tiny_config(), verbose=0, examples=tiny_examples)
 
 
 @pytest.fixture(scope="session")
 def exported_models(tiny_system, tmp_path_factory):
     """{"scann": version dir, "portable": version dir} of the tiny system's export."""
-    from tfrs_youtube.export import export_two_stage
-
-    import numpy as np
+    from tfrs_youtube.export import export_with_warmup
 
     base = tmp_path_factory.mktemp("saved_models")
-    builder = tiny_system.builder
-    warmup = [builder.requests(np.array([0, 1]), np.array([int(builder.log.watches["time"].max())] * 2))]
-    users = builder.requests(np.arange(len(builder.log.users)), np.full(len(builder.log.users),
-                                                                         int(builder.log.watches["time"].max())))
-    from tfrs_youtube.pipeline import as_tensors
-
-    recommender = tiny_system.recommender
-    vectors = recommender.user_embedding(as_tensors(recommender.user_request(users)))["user_embedding"].numpy()
-    return export_two_stage(tiny_system.recommender, str(base), "tiny", metadata={"evaluation": tiny_system.report},
-                            warmup_requests=warmup, recall_user_vectors=vectors)
+    return export_with_warmup(tiny_system.recommender, tiny_system.examples, str(base), "tiny",
+                              metadata={"evaluation": tiny_system.report})
 
 
 @pytest.fixture(scope="session")

@@ -29,19 +29,19 @@ preset: synthetic_demo
 candidate_epochs: 2
 ranker_epochs: 2
 batch_size: 16384
+examples:
+  calibration_fraction: 0.0
 candidate:
   num_sampled_negatives: 0
 ranker:
-  calibration_fraction: 0.0
   unknown_video_rate: 0.0
   unknown_history_rate: 0.0
 serving:
   num_candidates: 50
 """
 CONFIG_JSON = {"preset": "synthetic_demo", "candidate_epochs": 2, "ranker_epochs": 2, "batch_size": 16384,
-               "candidate": {"num_sampled_negatives": 0},
-               "ranker": {"calibration_fraction": 0.0, "unknown_video_rate": 0.0,
-                          "unknown_history_rate": 0.0},
+               "examples": {"calibration_fraction": 0.0}, "candidate": {"num_sampled_negatives": 0},
+               "ranker": {"unknown_video_rate": 0.0, "unknown_history_rate": 0.0},
                "serving": {"num_candidates": 50}}
 
 
@@ -159,18 +159,44 @@ def test_data_movielens_of_the_wrong_variant_names_the_missing_files(tmp_path, c
 
 
 def test_a_failed_write_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
-    from tfrs_youtube.data.schema import EventLog
+    from tfrs_youtube.data import directory
 
-    real = EventLog.to_csv
+    real = directory.write_tables
 
-    def fail_half_way(self, directory):
-        real(self, directory)
+    def fail_half_way(*args, **kwargs):
+        real(*args, **kwargs)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(EventLog, "to_csv", fail_half_way)
+    monkeypatch.setattr(directory, "write_tables", fail_half_way)
     assert cli("data", "synth", "--users", 20, "--videos", 30, "--out", tmp_path / "log") == 1
     assert "No space left on device" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_data_examples_builds_a_folder_that_train_reads(event_log, config_files, work, capsys):
+    from tfrs_youtube.pipeline import ExampleSet
+    from tfrs_youtube.runs import read_info
+
+    out = work / "examples"
+    capsys.readouterr()
+    assert cli("data", "examples", "--data", event_log, "--out", out, "--config", config_files["yaml"]) == 0
+    assert capsys.readouterr().out.split() == [str(out)]
+    examples = ExampleSet(str(out))
+    assert examples.config.calibration_fraction == 0.0 and examples.num_records("retrieval", "train") > 0
+    assert examples.spec["source"]["path"] == str(event_log) and len(examples.spec["source"]["fingerprint"]) == 64
+    line = _one_line_in_process(capsys, "data", "examples", "--data", event_log, "--out", out)
+    assert "already exists" in line
+    # A run given an examples folder reads it where it is; one built with other settings is refused.
+    run = work / "runs" / "from-examples"
+    assert cli("train", "--config", config_files["yaml"], "--data", out, "--out", run, "--stage", "candidate",
+               "--verbose", 0) == 0
+    assert read_info(run)["examples"] == str(out) and not (run / "examples").exists()
+    other = work / "other.yaml"
+    other.write_text(CONFIG_YAML.replace("examples:\n  calibration_fraction: 0.0",
+                                         "examples:\n  calibration_fraction: 0.0\n  history_length: 20"))
+    line = _one_line_in_process(capsys, "train", "--config", other, "--data", out, "--out", work / "runs" / "x")
+    assert "examples.history_length = 50, the config asks for 20" in line
+    assert not (work / "runs" / "x.partial").exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,12 +208,13 @@ def test_train_writes_a_complete_run(trained_run, event_log, config_files):
     from tfrs_youtube.runs import read_config, read_info
 
     assert not Path(str(trained_run) + ".partial").exists()
-    assert sorted(os.listdir(trained_run)) == ["checkpoints", "config.json", "run.json", "vocabularies.json"]
+    assert sorted(os.listdir(trained_run)) == ["checkpoints", "config.json", "examples", "run.json"]
     # YAML and JSON spellings of one config are the same config, saved complete.
     assert read_config(trained_run) == load_train_config(str(config_files["yaml"]))
     assert load_train_config(str(config_files["json"])) == read_config(trained_run)
     info = read_info(trained_run)
     assert info["data"] == str(event_log) and set(info["stages"]) == {"candidate", "ranker"}
+    assert info["own_examples"] and len(info["examples_fingerprint"]) == 64  # built into the run
     for stage in ("candidate", "ranker"):
         assert len(info["stages"][stage]["history"]["loss"]) == 2  # both epochs ran, none was resumed
         assert info["stages"][stage]["resumed_after_epoch"] is None
@@ -196,9 +223,8 @@ def test_train_writes_a_complete_run(trained_run, event_log, config_files):
 def test_evaluate_run_reports_both_stages_as_the_library_does(trained_run, event_log, work, capsys):
     """`evaluate --run` on the restored models gives the figures `train_two_stage` gives on the
     models it has just trained in memory, from the same config and data."""
-    from tfrs_youtube.data.directory import read_dataset
     from tfrs_youtube.runs import read_config
-    from tfrs_youtube.training import train_two_stage
+    from tfrs_youtube.system import train_two_stage
 
     out = work / "evaluation.json"
     capsys.readouterr()
@@ -212,7 +238,7 @@ def test_evaluate_run_reports_both_stages_as_the_library_does(trained_run, event
     assert {"auc", "weighted_per_user_loss"} <= set(ranking["tfrs_youtube"])
     assert len(ranking["calibration"]) == 10 and 0.0 <= ranking["tfrs_youtube"]["auc"] <= 1.0
 
-    reference = train_two_stage(read_dataset(str(event_log)), read_config(trained_run), verbose=0).report
+    reference = train_two_stage(str(event_log), read_config(trained_run), verbose=0).report
     for name in ("tfrs_youtube", "most_popular"):
         for metric, value in reference["retrieval"][name].items():
             assert report["retrieval"][name][metric] == pytest.approx(value, abs=1e-6), (name, metric)
@@ -420,7 +446,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, event_log, config_f
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", [("data",), ("data", "synth"), ("data", "movielens"), ("train",),
+@pytest.mark.parametrize("command", [("data",), ("data", "synth"), ("data", "movielens"), ("data", "examples"),
+                                     ("train",),
                                      ("evaluate",), ("export",), ("recommend",), ("demo",)])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -9,17 +9,16 @@ import textwrap
 import numpy as np
 import pytest
 
-from tfrs_youtube.demo import request_body
 from tfrs_youtube.export import METADATA_FILE, export_saved_model, versions
+from tfrs_youtube.reports import held_out_requests
+from tfrs_youtube.requests import as_tensors, rest_body, take
 
 K = 10
 
 
 def _requests(system, n=8):
-    builder = system.builder
-    test = builder.retrieval_examples("test")
-    users = builder.user_codes.get_indexer(test["user_id"][:n])
-    return builder.requests(users, test["time"][:n].astype(np.int64))
+    requests, _ = held_out_requests(system.examples)
+    return take(requests, slice(0, n))
 
 
 def _run_fresh(code: str, *args) -> dict:
@@ -58,7 +57,7 @@ def test_saved_model_serves_valid_sorted_stable_answers_in_a_fresh_process(tiny_
     answer = _run_fresh(FRESH_SERVE, exported_model, str(path))
     assert answer["same"], "the same request gave two different answers"
     assert answer["imported"] == []
-    corpus = set(tiny_system.builder.log.videos.video_id)
+    corpus = set(tiny_system.examples.vocabulary("video"))
     ids, watch = np.array(answer["ids"]), np.array(answer["watch"])
     assert ids.shape == (len(request["country"]), K)
     for row, times, history in zip(ids, watch, request["watch_history"]):
@@ -68,8 +67,6 @@ def test_saved_model_serves_valid_sorted_stable_answers_in_a_fresh_process(tiny_
         assert np.all(np.diff(times) <= 1e-6), "not sorted by expected watch time"
         assert np.all(times > 0)
     # The exported model answers like the in-memory one.
-    from tfrs_youtube.pipeline import as_tensors
-
     in_memory = tiny_system.recommender.recommend(as_tensors(request))
     np.testing.assert_array_equal(in_memory["video_ids"].numpy().astype(str), ids)
     np.testing.assert_allclose(in_memory["expected_watch_time_s"].numpy(), watch, rtol=1e-4)
@@ -78,7 +75,7 @@ def test_saved_model_serves_valid_sorted_stable_answers_in_a_fresh_process(tiny_
 @pytest.mark.slow
 def test_recommend_cli_answers_tf_serving_rest_bodies(tiny_system, exported_model, tmp_path):
     request = _requests(tiny_system, n=3)
-    body = request_body(request, np.arange(3))
+    body = rest_body(request, np.arange(3))
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(body))
     out = subprocess.run([sys.executable, "-m", "tfrs_youtube", "recommend", "--model",
@@ -122,7 +119,7 @@ def test_warmup_requests_are_prediction_logs_the_model_answers(exported_model):
     model = tf.saved_model.load(exported_model)
     inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
     outputs = model.signatures["serving_default"](**inputs)
-    assert outputs["video_ids"].shape == (2, K)
+    assert outputs["video_ids"].shape == (1, K)
 
 
 def test_trained_system_beats_chance_and_popularity(tiny_system):
@@ -150,6 +147,7 @@ def test_demo_command_runs_to_the_end(tmp_path):
     assert (tmp_path / "saved_models" / "demo" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "saved_models" / "demo" / "1" / "assets.extra" / "tf_serving_warmup_requests").exists()
     assert sorted(p.name for p in (tmp_path / "datasets" / "synthetic").iterdir()) == [
-        "impressions.csv", "searches.csv", "users.csv", "videos.csv", "watches.csv"]
+        "dataset.json", "impressions.csv", "searches.csv", "users.csv", "videos.csv", "watches.csv"]
+    assert (tmp_path / "datasets" / "synthetic_examples" / "spec.json").exists()
     figures = json.loads(report.read_text())
     assert set(figures["retrieval"]) == {"tfrs_youtube", "most_popular", "random"}

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from conftest import MOVIELENS_100K, MOVIELENS_FIXTURES
-from tfrs_youtube.data.examples import ExampleBuilder
 from tfrs_youtube.data.impressions import DAY_S, derive_impressions
 from tfrs_youtube.data.movielens import load_movielens
 from tfrs_youtube.data.schema import SCHEMA, EventLog, empty_table
+from tfrs_youtube.inputs import arrays
+from tfrs_youtube.pipeline import ExampleConfig, build_examples
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate
 
 MINI_100K = MOVIELENS_FIXTURES / "ml-100k-mini"
@@ -224,7 +225,7 @@ def test_loader_derives_on_request_and_keeps_absent_by_default(directory):
 
 @pytest.mark.slow
 @needs_real_100k
-def test_real_100k_derives_fast_without_future_and_feeds_the_ranker(real_100k):
+def test_real_100k_derives_fast_without_future_and_feeds_the_ranker(real_100k, tmp_path):
     start = time.perf_counter()
     derived = derive_impressions(real_100k, 4, seed=0)
     seconds = time.perf_counter() - start
@@ -237,12 +238,15 @@ def test_real_100k_derives_fast_without_future_and_feeds_the_ranker(real_100k):
     pages = _pages(impressions)
     assert (pages["video_id"].nunique() == pages.size()).all()
 
-    examples = ExampleBuilder(derived).ranking_examples()
-    assert len(examples["clicked"]) == len(impressions)
-    assert examples["clicked"].mean() == pytest.approx(1 / 5, abs=0.005)
+    examples = build_examples(derived, str(tmp_path / "examples"), ExampleConfig(), say=None)
+    splits = ("fit", "calibration", "test")
+    assert sum(examples.num_impressions(split) for split in splits) == len(impressions)
+    pages = [arrays(examples, "ranking", split, ("clicked", "impression_mask")) for split in splits]
+    clicked = np.concatenate([p["clicked"][p["impression_mask"]] for p in pages])
+    assert clicked.mean() == pytest.approx(1 / 5, abs=0.005)
     # Pages as the ranker sees them: one user at one second, one click per watch in it.
-    page_size = np.bincount(np.unique(examples["page"], return_inverse=True)[1])
-    assert page_size.max() <= 5 * int(pages["clicked"].sum().max())
+    for p in pages:
+        assert (p["impression_mask"].sum(axis=1) <= 5 * p["clicked"].sum(axis=1)).all()
 
 
 @needs_real_100k

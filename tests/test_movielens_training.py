@@ -4,8 +4,9 @@ import pytest
 
 from conftest import MOVIELENS_100K
 from tfrs_youtube import presets
-from tfrs_youtube.data.examples import ExampleBuilder
-from tfrs_youtube.training import evaluate_candidates, train_candidate_generator
+from tfrs_youtube.reports import retrieval_report
+from tfrs_youtube.system import temporary_examples
+from tfrs_youtube.training import train
 
 pytestmark = pytest.mark.skipif(
     not (MOVIELENS_100K / "u.data").exists(),
@@ -15,15 +16,12 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.mark.slow
 def test_candidate_generator_learns_movielens_100k():
-    from tfrs_youtube.data.movielens import load_movielens
-
-    log = load_movielens(MOVIELENS_100K)
     config = presets.movielens(seed=0)
     config.candidate_epochs = 3
-    builder = ExampleBuilder(log, config.examples)
-    run = train_candidate_generator(builder, config, verbose=0)
-    assert len(run.train["video_id"]) == 100_000 - 2 * 943
-    validation = evaluate_candidates(run, builder, "validation", ks=(10, 100))
+    examples = temporary_examples(str(MOVIELENS_100K), config, say=None)  # the raw GroupLens folder
+    assert examples.num_records("retrieval", "train") == 100_000 - 2 * 943
+    models, _ = train(examples, config, stages=("candidate",), verbose=0, say=None)
+    validation = retrieval_report(models.candidate, examples, "validation", ks=(10, 100))
     ours, popular = validation["tfrs_youtube"], validation["most_popular"]
     # Well above most-popular (about 0.09 / 0.32 on this target) after three epochs.
     assert ours["HR@10"] > popular["HR@10"] + 0.03

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import tiny_config
 from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
-from tfrs_youtube.data.examples import ExampleBuilder
-from tfrs_youtube.features.embeddings import FeatureEmbeddings
-from tfrs_youtube.pipeline import as_tensors
-from tfrs_youtube.sampling import background_probabilities, expected_count, expected_in_batch, uniform_probabilities
+from tfrs_youtube.inputs import arrays, dataset
+from tfrs_youtube.sampling import (NegativeSampler, alias_table, background_probabilities, expected_count,
+                                   expected_in_batch, uniform_probabilities)
+from tfrs_youtube.training import build_models, candidate_features
 
 
 def test_expected_count_by_hand():
@@ -33,17 +34,50 @@ def test_expected_count_matches_simulated_batches():
 
 
 def test_background_probabilities_count_labels_and_smooth():
-    p = background_probabilities(["a", "b", "c"], np.array(["a", "a", "b", "zzz"]))
-    np.testing.assert_allclose(p, [0, 3 / 6, 2 / 6, 1 / 6])  # add-one; index 0 is out of vocabulary
+    p = background_probabilities(np.array([0, 2, 1, 0]))  # label counts per index; 0 is unknown
+    np.testing.assert_allclose(p, [0, 3 / 6, 2 / 6, 1 / 6])  # add-one smoothed; unknown never a label
     np.testing.assert_allclose(uniform_probabilities(4), [0, 0.25, 0.25, 0.25, 0.25])
 
 
+def test_alias_table_reproduces_the_distribution_exactly():
+    p = np.array([0.0, 0.5, 0.3, 0.15, 0.05, 0.0, 1e-9])
+    accept, alias = alias_table(p)
+    # P(i) = (accept[i] + sum of (1 - accept[j]) over the columns j that alias to i) / n
+    implied = accept.astype(np.float64).copy()
+    np.add.at(implied, alias, 1.0 - accept)
+    np.testing.assert_allclose(implied / len(p), p / p.sum(), atol=1e-7)
+    assert accept[0] == 0 and alias[0] != 0  # a zero-probability entry is never kept
+    with pytest.raises(ValueError, match="non-negative"):
+        alias_table(np.array([0.5, -0.1]))
+
+
+def test_negative_sampler_draws_from_q_and_never_index_zero():
+    rng = np.random.default_rng(1)
+    q = rng.pareto(1.0, 2001) + 0.01
+    q[0] = 0.0
+    q /= q.sum()
+    tf.random.set_seed(0)
+    draws = NegativeSampler(q).sample(400_000).numpy()
+    frequency = np.bincount(draws, minlength=len(q)) / len(draws)
+    assert frequency[0] == 0
+    top = np.argsort(q)[-20:]
+    np.testing.assert_allclose(frequency[top], q[top], rtol=0.1)
+    # The chi-square statistic over the 200 most likely entries is what chance gives (df 199).
+    head = np.argsort(q)[-200:]
+    expected = q[head] * len(draws)
+    assert ((np.bincount(draws, minlength=len(q))[head] - expected) ** 2 / expected).sum() < 300
+
+
+def as_tensors(features: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
+    return {name: tf.constant(values) for name, values in features.items()}
+
+
 @pytest.fixture(scope="module")
-def small_model(tiny_log):
-    train = ExampleBuilder(tiny_log).retrieval_examples("train")
-    embeddings = FeatureEmbeddings.from_examples(tiny_log, example_age_s=train["example_age_s"])
-    p = background_probabilities(embeddings.video.vocabulary, train["video_id"])
-    return train, embeddings, p
+def small_model(tiny_examples):
+    models = build_models(tiny_examples, tiny_config())
+    embeddings = models.embeddings
+    train = arrays(tiny_examples, "retrieval", "train", candidate_features(embeddings))
+    return train, embeddings, embeddings.video_label_probability
 
 
 def test_model_loss_equals_the_hand_computed_corrected_softmax(small_model):
@@ -55,7 +89,7 @@ def test_model_loss_equals_the_hand_computed_corrected_softmax(small_model):
     loss = float(model.compute_loss(batch, training=False))
 
     u = model.user_tower(batch).numpy()
-    index = embeddings.video.indices(batch["video_id"]).numpy()
+    index = batch["video_id"].numpy()
     v = model.video_vectors(batch["video_id"]).numpy()
     B = 2
     Q = B * p[index]  # expected copies among the two positives
@@ -72,11 +106,23 @@ def test_sampled_negatives_follow_the_background_distribution(small_model):
     _, embeddings, p = small_model
     model = CandidateGenerator(CandidateConfig(), embeddings, p, topk_metrics=False)
     tf.random.set_seed(0)
-    draws = tf.random.categorical(model.negative_logits, 200_000, dtype=tf.int64)[0].numpy()
+    draws = model.negatives.sample(200_000).numpy()
     frequency = np.bincount(draws, minlength=len(p)) / len(draws)
     top = np.argsort(p)[-20:]
     np.testing.assert_allclose(frequency[top], p[top], rtol=0.15)
     assert frequency[0] == 0  # out of vocabulary is never a negative
+
+
+def test_the_train_step_holds_no_corpus_sized_constant(small_model):
+    """Label and sampling probabilities are variables the step gathers from, not constants in
+    its graph (a million-video constant would be copied into every traced step)."""
+    train, embeddings, p = small_model
+    model = CandidateGenerator(CandidateConfig(num_sampled_negatives=32), embeddings, p, topk_metrics=False)
+    model.compile(optimizer="sgd")
+    batch = as_tensors({k: v[:16] for k, v in train.items()})
+    graph = tf.function(model.train_step).get_concrete_function(batch).graph
+    sizes = [tf.make_ndarray(op.get_attr("value")).size for op in graph.get_operations() if op.type == "Const"]
+    assert max(sizes) < embeddings.video.vocabulary_size, max(sizes)
 
 
 def test_streaming_estimation_updates_inside_the_train_step(small_model):
@@ -85,13 +131,13 @@ def test_streaming_estimation_updates_inside_the_train_step(small_model):
                              num_sampled_negatives=16, streaming_buckets=1024)
     model = CandidateGenerator(config, embeddings, None, topk_metrics=False)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
-    data = tf.data.Dataset.from_tensor_slices(as_tensors({k: v[:512] for k, v in train.items()})).batch(64)
+    data = tf.data.Dataset.from_tensor_slices({k: v[:512] for k, v in train.items()}).batch(64)
     history = model.fit(data, epochs=2, verbose=0)
     assert int(model.frequency.step.numpy()) == 16  # 8 batches x 2 epochs
     assert np.isfinite(history.history["loss"]).all()
     # The most frequent label of those batches is estimated as more frequent than a rare one.
     labels, counts = np.unique(train["video_id"][:512], return_counts=True)
-    est = model.frequency.probability(embeddings.video.indices(tf.constant(labels[[counts.argmax(), counts.argmin()]])))
+    est = model.frequency.probability(tf.constant(labels[[counts.argmax(), counts.argmin()]]))
     assert est.numpy()[0] > est.numpy()[1]
 
 
@@ -101,7 +147,7 @@ def test_correction_survives_tfrs_clipping_for_frequent_videos(small_model):
     _, first = np.unique(train["video_id"], return_index=True)
     rows = first[:4]  # four different videos
     batch = as_tensors({k: v[rows] for k, v in train.items()})
-    index = embeddings.video.indices(batch["video_id"]).numpy()
+    index = batch["video_id"].numpy()
     p = np.full(embeddings.video.vocabulary_size + 1, 1e-4, np.float32)
     p[index] = [0.5, 0.3, 0.1, 0.02]  # B p = 2.0, 1.2, 0.4, 0.08
     model = CandidateGenerator(CandidateConfig(num_sampled_negatives=0, temperature=0.5), embeddings, p,
@@ -114,19 +160,17 @@ def test_correction_survives_tfrs_clipping_for_frequent_videos(small_model):
 
 
 @pytest.mark.slow
-def test_keras_fit_reports_factorized_top_k_during_validation(tiny_log):
+def test_keras_fit_reports_factorized_top_k_during_validation(tiny_examples):
     """The README's use: CandidateGenerator(config, embeddings); compile; fit with validation data."""
-    from tfrs_youtube.pipeline import to_dataset
-
-    builder = ExampleBuilder(tiny_log)
-    train, validation = builder.retrieval_examples("train"), builder.retrieval_examples("validation")
-    embeddings = FeatureEmbeddings.from_examples(tiny_log, label_videos=train["video_id"],
-                                                 example_age_s=train["example_age_s"])
+    models = build_models(tiny_examples, tiny_config())
+    embeddings = models.embeddings
     np.testing.assert_allclose(embeddings.video_label_probability,
-                               background_probabilities(embeddings.video.vocabulary, train["video_id"]))
+                               background_probabilities(tiny_examples.label_counts()))
     model = CandidateGenerator(CandidateConfig(), embeddings)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
-    history = model.fit(to_dataset(train, 256, shuffle=True), validation_data=to_dataset(validation, 512),
+    features = candidate_features(embeddings)
+    history = model.fit(dataset(tiny_examples, "retrieval", "train", 256, shuffle=True, features=features),
+                        validation_data=dataset(tiny_examples, "retrieval", "validation", 512, features=features),
                         epochs=2, verbose=0).history
     for k in (10, 50, 100):
         values = history[f"val_factorized_top_k/top_{k}_categorical_accuracy"]

@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from tfrs_youtube.demo import request_body
 from tfrs_youtube.export import METADATA_FILE, PORTABLE_SUFFIX, export_two_stage, read_metadata, versions
-from tfrs_youtube.serving import USER_INPUTS
+from tfrs_youtube.reports import held_out_requests
+from tfrs_youtube.requests import rest_body, take
 
 K = 10
 
@@ -29,10 +29,7 @@ def _run_fresh(code: str, *args) -> dict:
 @pytest.fixture(scope="module")
 def requests_file(tiny_system, tmp_path_factory):
     """Eight test users' requests as of their held-out watch, saved for the fresh processes."""
-    builder = tiny_system.builder
-    test = builder.retrieval_examples("test")
-    users = builder.user_codes.get_indexer(test["user_id"][:8])
-    request = builder.requests(users, test["time"][:8].astype(np.int64))
+    request = take(held_out_requests(tiny_system.examples)[0], slice(0, 8))
     request["watch_history"][0] = ""  # a cold user: no history at all
     request["watch_ages_s"][0] = 0.0
     path = tmp_path_factory.mktemp("requests") / "requests.npz"
@@ -207,10 +204,10 @@ def _cli(model_dir, body, tmp_path, signature="serving_default"):
 
 
 def test_rest_bodies_through_every_signature_and_errors_that_name_the_input(exported_models, requests_file,
-                                                                            tmp_path):
+                                                                            tiny_system, tmp_path):
     request = {k: v for k, v in np.load(requests_file, allow_pickle=False).items()}
-    body = request_body({k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in request.items()},
-                        np.arange(2))
+    body = rest_body({k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in request.items()},
+                     np.arange(2))
     base = os.path.dirname(exported_models["portable"])  # the model directory: its latest version is served
     code, served = _cli(base, body, tmp_path)
     assert code == 0 and len(served["predictions"]) == 2
@@ -220,10 +217,11 @@ def test_rest_bodies_through_every_signature_and_errors_that_name_the_input(expo
     assert code == 0
     ranked = ranked["predictions"][0]
     assert ranked["video_ids"][:K] == served["predictions"][1]["video_ids"]  # re-ranked into the served order
-    assert ranked["video_ids"][-1] == "" and ranked["expected_watch_time_s"][-1] == 0.0
+    # An id outside the catalog has nothing to be scored by: last with the padding, expected 0 s.
+    assert ranked["video_ids"][-2:] == ["no-such-video", ""] and ranked["expected_watch_time_s"][-2:] == [0.0, 0.0]
     # user_embedding (like retrieve) takes the user tower's inputs only; an input it does not take
     # is refused by name, as TF Serving refuses it.
-    user_inputs = {k: [inst[k] for inst in body["instances"]] for k in USER_INPUTS}
+    user_inputs = {k: [inst[k] for inst in body["instances"]] for k in tiny_system.recommender.user_signature}
     code, columns = _cli(base, {"inputs": user_inputs}, tmp_path, "user_embedding")
     assert code == 0 and np.asarray(columns["outputs"]["user_embedding"]).shape == (2, 64)
     code, answer = _cli(base, {"inputs": dict(user_inputs, request_time=[1.0, 2.0])}, tmp_path, "retrieve")
@@ -253,7 +251,8 @@ def _tree_digest(path):
 def test_export_writes_both_variants_with_metadata_and_never_touches_an_earlier_version(
         tiny_system, exported_models, tmp_path):
     meta = read_metadata(exported_models["scann"])
-    assert meta["variant"] == "scann" and meta["corpus_size"] == len(tiny_system.builder.log.videos)
+    assert meta["variant"] == "scann" and meta["corpus_size"] == len(tiny_system.examples.vocabulary("video"))
+    assert meta["contract"]["watch_history_length"] == 50 and meta["contract"]["order"] == "most recent first"
     assert meta["index"]["recall_at_100"] >= 0.9 and meta["index"]["num_leaves"] > 1
     assert set(meta["library_versions"]) >= {"tensorflow", "scann", "tensorflow_recommenders"}
     assert read_metadata(exported_models["portable"])["index"] == {"exact": True}

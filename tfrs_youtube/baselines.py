@@ -21,43 +21,45 @@ class TwoTowerBaseline(tfrs.Model):
 
     Args:
       user_ids: the known users.
-      item_ids: the corpus.
+      num_items: the corpus size (items are the video table's indices 1..num_items).
       dim: embedding width (the tutorial's 32 or 64).
       seed: initialiser seed.
     """
 
-    def __init__(self, user_ids, item_ids, dim: int = 64, seed: int = 0, **kwargs):
+    def __init__(self, user_ids, num_items: int, dim: int = 64, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         init = tf.keras.initializers.RandomUniform(-0.05, 0.05, seed=seed)
+        users = sorted(set(user_ids))
         self.user_model = tf.keras.Sequential([
-            tf.keras.layers.StringLookup(vocabulary=sorted(set(user_ids)), mask_token=None),
-            tf.keras.layers.Embedding(len(set(user_ids)) + 1, dim, embeddings_initializer=init),
+            tf.keras.layers.StringLookup(vocabulary=users, mask_token=None),
+            tf.keras.layers.Embedding(len(users) + 1, dim, embeddings_initializer=init),
         ])
-        self.item_model = tf.keras.Sequential([
-            tf.keras.layers.StringLookup(vocabulary=sorted(set(item_ids)), mask_token=None),
-            tf.keras.layers.Embedding(len(set(item_ids)) + 1, dim, embeddings_initializer=init),
-        ])
+        self.item_model = tf.keras.layers.Embedding(num_items + 1, dim, embeddings_initializer=init)
         self.task = tfrs.tasks.Retrieval()
 
     def compute_loss(self, features, training=False):
         return self.task(self.user_model(features["user_id"]), self.item_model(features["video_id"]))
 
 
-def train_and_evaluate_two_tower(train: dict[str, np.ndarray], test: dict[str, np.ndarray], item_ids: np.ndarray,
-                                 epochs: int = 10, batch_size: int = 256, learning_rate: float = 0.1,
+def train_and_evaluate_two_tower(examples, epochs: int = 10, batch_size: int = 256, learning_rate: float = 0.1,
                                  dim: int = 64, seed: int = 0, ks=DEFAULT_KS, verbose: int = 0) -> dict:
-    """Fits the tutorial two-tower model on the training labels; exact metrics on the test targets."""
+    """Fits the tutorial two-tower model on an examples folder's training labels; exact metrics
+    on its test targets, each user's history excluded."""
+    from tfrs_youtube.inputs import arrays
+
     tf.keras.utils.set_random_seed(seed)
-    model = TwoTowerBaseline(train["user_id"], item_ids, dim=dim, seed=seed)
+    train = arrays(examples, "retrieval", "train", ("user_id", "video_id"))
+    test = arrays(examples, "retrieval", "test", ("user_id", "video_id", "watched"))
+    num_items = len(examples.vocabulary("video"))
+    model = TwoTowerBaseline(train["user_id"].astype(str), num_items, dim=dim, seed=seed)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate))
-    data = tf.data.Dataset.from_tensor_slices({"user_id": train["user_id"].astype(str),
-                                               "video_id": train["video_id"].astype(str)})
+    data = tf.data.Dataset.from_tensor_slices({"user_id": train["user_id"], "video_id": train["video_id"]})
     data = data.shuffle(len(train["user_id"]), seed=seed).batch(batch_size)
     started = time.perf_counter()
     model.fit(data, epochs=epochs, verbose=verbose)
     train_s = time.perf_counter() - started
-    users = model.user_model(tf.constant(test["user_id"].astype(str))).numpy()
-    items = model.item_model(tf.constant(item_ids.astype(str))).numpy()
-    metrics = evaluate_retrieval(users, items, item_ids, test["video_id"], test["watch_history"], ks)
+    users = model.user_model(tf.constant(test["user_id"])).numpy()
+    items = model.item_model(tf.range(1, num_items + 1)).numpy()
+    metrics = evaluate_retrieval(users, items, test["video_id"] - 1, [w - 1 for w in test["watched"]], ks)
     metrics["train_s"] = train_s
     return metrics

@@ -17,7 +17,8 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.frequency import StreamingFrequencyEstimator
-from tfrs_youtube.sampling import expected_count, expected_in_batch, per_draw_probability, uniform_probabilities
+from tfrs_youtube.sampling import (NegativeSampler, expected_count, expected_in_batch, per_draw_probability,
+                                   uniform_probabilities)
 
 # Figure 6's tower shapes, as multiples of the output width d (the last layer is d).
 DEPTH_PRESETS = {0: (), 1: (1,), 2: (2, 1), 3: (4, 2, 1), 4: (8, 4, 2, 1)}
@@ -48,6 +49,9 @@ class CandidateConfig:
         plain mean only).
       use_*: switch an input group of the user tower off.
       learning_rate: Adam's.
+      embedding_optimizer: how the shared id tables are updated: "lazy_adam" (Adam on the rows
+        a step touches, so a step costs the same whatever the corpus size), "adagrad", or
+        "adam" (dense: every row every step); see `optimizers`.
     """
 
     depth: int = 2
@@ -67,7 +71,7 @@ class CandidateConfig:
     use_demographics: bool = True
     use_example_age: bool = True
     learning_rate: float = 0.005
-    seed: int = 0
+    embedding_optimizer: str = "lazy_adam"
 
 
 class UserTower(tf.keras.Model):
@@ -76,14 +80,15 @@ class UserTower(tf.keras.Model):
     Args:
       embeddings: the shared `FeatureEmbeddings`.
       config: a `CandidateConfig`.
+      seed: initialiser seed.
     """
 
-    def __init__(self, embeddings: FeatureEmbeddings, config: CandidateConfig, **kwargs):
+    def __init__(self, embeddings: FeatureEmbeddings, config: CandidateConfig, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.embeddings = embeddings
         self.config = config
         d = embeddings.config.video_dim
-        init = lambda i: tf.keras.initializers.GlorotUniform(seed=config.seed + 100 + i)  # noqa: E731
+        init = lambda i: tf.keras.initializers.GlorotUniform(seed=seed + 100 + i)  # noqa: E731
         widths = DEPTH_PRESETS[config.depth]
         layers = [tf.keras.layers.Dense(m * d, activation="relu", kernel_initializer=init(i))
                   for i, m in enumerate(widths[:-1])]
@@ -91,6 +96,11 @@ class UserTower(tf.keras.Model):
         last_activation = "relu" if widths else None
         layers.append(tf.keras.layers.Dense(d, activation=last_activation, kernel_initializer=init(len(widths))))
         self.tower = tf.keras.Sequential(layers, name="tower")
+
+    def request_inputs(self) -> tuple[str, ...]:
+        """The request inputs the tower reads (all that `retrieve` and `user_embedding` take,
+        whichever input groups the config switches off: the signature does not change)."""
+        return ("watch_history", "search_tokens", *self.embeddings.user_fields, "age")
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         c, e = self.config, self.embeddings
@@ -129,10 +139,12 @@ class CandidateGenerator(tfrs.Model):
         (see `sampling.background_probabilities`); by default the embeddings' own
         `video_label_probability` (from `FeatureEmbeddings.from_examples`).
       topk_metrics: when True, validation reports factorized top-K accuracy over the corpus.
+      seed: initialiser and sampling seed.
     """
 
     def __init__(self, config: CandidateConfig, embeddings: FeatureEmbeddings,
-                 sampling_probabilities: np.ndarray | None = None, topk_metrics: bool = True, **kwargs):
+                 sampling_probabilities: np.ndarray | None = None, topk_metrics: bool = True, seed: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         if config.frequency_estimation not in ("counts", "streaming"):
             raise ValueError("frequency_estimation must be 'counts' or 'streaming', "
@@ -142,35 +154,36 @@ class CandidateGenerator(tfrs.Model):
                              f"got {config.negative_distribution!r}")
         self.config = config
         self.embeddings = embeddings
-        self.user_tower = UserTower(embeddings, config, name="user_tower")
+        self.seed = int(seed)
+        self.user_tower = UserTower(embeddings, config, seed=seed, name="user_tower")
         size = embeddings.video.vocabulary_size
         if sampling_probabilities is None:
             sampling_probabilities = embeddings.video_label_probability
         if sampling_probabilities is None:
             if config.frequency_estimation == "counts" or config.negative_distribution == "unigram":
                 raise ValueError("sampling_probabilities (label frequencies) are needed for count-based "
-                                 "correction and unigram negatives; pass background_probabilities(...)")
+                                 "correction and unigram negatives; pass background_probabilities(label counts)")
             sampling_probabilities = uniform_probabilities(size)
         p = np.asarray(sampling_probabilities, np.float32)
         if p.shape != (size + 1,):
             raise ValueError(f"sampling_probabilities must have {size + 1} entries (index 0: out of vocabulary)")
-        # p: per-example label probability; q: the distribution negatives are drawn from.
-        self.label_probability = tf.constant(p)
+        # p: per-example label probability; q: the distribution negatives are drawn from. Both
+        # live in variables that a step only gathers from: nothing of size V in the step's graph.
+        self.label_probability = tf.Variable(p, trainable=False, name="label_probability")
         q = p if config.negative_distribution == "unigram" else uniform_probabilities(size)
-        self.negative_probability = tf.constant(q)
-        self.negative_logits = tf.constant(np.log(np.maximum(q, 1e-30))[None, :], tf.float32)
+        self.negative_probability = tf.Variable(q, trainable=False, name="negative_probability")
+        self.negatives = NegativeSampler(q) if config.num_sampled_negatives > 0 else None
         self.frequency = None
         if config.frequency_estimation == "streaming":
             self.frequency = StreamingFrequencyEstimator(
                 num_buckets=config.streaming_buckets, num_hashes=config.streaming_hashes,
-                alpha=config.streaming_alpha, seed=config.seed, name="frequency")
+                alpha=config.streaming_alpha, seed=seed, name="frequency")
         self.topk = None
         if topk_metrics:
             # Streams the current video vectors at every evaluation, so the metric follows training.
-            ids = tf.data.Dataset.from_tensor_slices(tf.constant(embeddings.video.vocabulary)).batch(4096)
+            rows = tf.data.Dataset.range(1, size + 1).batch(4096)
             candidates = tfrs.layers.factorized_top_k.Streaming(k=100).index_from_dataset(
-                ids.map(lambda i: (self.embeddings.video.indices(i), self.video_vectors(i)))
-            )
+                rows.map(lambda i: (i, self.video_vectors(i))))
             self.topk = tfrs.metrics.FactorizedTopK(candidates=candidates, ks=(10, 50, 100), name="factorized_top_k")
         self.task = tfrs.tasks.Retrieval(
             temperature=config.temperature if config.l2_normalize else None,
@@ -192,9 +205,10 @@ class CandidateGenerator(tfrs.Model):
         skip = {id(w) for table in unused for w in table.trainable_weights}
         return [w for w in super().trainable_weights if id(w) not in skip]
 
-    def video_vectors(self, video_ids: tf.Tensor) -> tf.Tensor:
-        """Candidate vectors v_j: rows of the shared video table (unit length if normalised)."""
-        v = self.embeddings.video(video_ids)
+    def video_vectors(self, video_index: tf.Tensor) -> tf.Tensor:
+        """Candidate vectors v_j of video indices: rows of the shared video table (unit length if
+        normalised; zero for index 0, an unknown video)."""
+        v = self.embeddings.video(video_index)
         return tf.math.l2_normalize(v, axis=-1) if self.config.l2_normalize else v
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -218,13 +232,13 @@ class CandidateGenerator(tfrs.Model):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.user_tower(features)
         batch_size = tf.shape(query)[0]
-        positive_index = self.embeddings.video.indices(features["video_id"])
+        positive_index = tf.cast(features["video_id"], tf.int64)
         if training and self.frequency is not None:
             self.frequency.update(positive_index)
         candidate_index = positive_index
         if self.config.num_sampled_negatives > 0:
             # Extra negatives from the background distribution, shared by the whole batch.
-            sampled = tf.random.categorical(self.negative_logits, self.config.num_sampled_negatives, dtype=tf.int64)[0]
+            sampled = self.negatives.sample(self.config.num_sampled_negatives)
             candidate_index = tf.concat([positive_index, sampled], axis=0)
         candidates = self.embeddings.video.embedding(candidate_index)
         if self.config.l2_normalize:

@@ -47,7 +47,7 @@ def _demo(args) -> int:
     from tfrs_youtube import presets
 
     config = DemoConfig(datasets_dir=args.datasets_dir, saved_models_dir=args.saved_models_dir,
-                        train=presets.synthetic_demo(args.seed))
+                        train=presets.synthetic_demo(args.seed), workers=args.workers)
     if args.quick:
         config.synthetic = config.synthetic.tiny(seed=args.seed)
         config.train.candidate_epochs = config.train.ranker_epochs = 1
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--datasets-dir", default="datasets")
     demo.add_argument("--saved-models-dir", default="saved_models")
     demo.add_argument("--json", help="also write the evaluation report here")
+    demo.add_argument("--workers", type=int, default=1, help="example pipeline processes (%(default)s)")
     demo.set_defaults(func=_demo)
     return parser
 
@@ -100,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import tfrs_youtube  # noqa: F401  (selects Keras 2 before anything loads Keras)
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `--` is for Apache Beam (`data examples -- --runner=FlinkRunner ...`).
+    beam_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     args = build_parser().parse_args(argv)
+    args.beam_args = beam_args
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -25,9 +25,9 @@ class ConfigError(ValueError):
 
 
 def _presets() -> dict:
-    from tfrs_youtube import presets
+    from tfrs_youtube.presets import PRESETS
 
-    return {"movielens": presets.movielens, "synthetic_demo": presets.synthetic_demo}
+    return PRESETS
 
 
 def read_config_file(path: str) -> dict:

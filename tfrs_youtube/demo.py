@@ -19,10 +19,14 @@ import numpy as np
 import pandas as pd
 
 from tfrs_youtube import presets
+from tfrs_youtube.data.directory import write_dataset
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate
-from tfrs_youtube.export import export_two_stage, read_metadata
-from tfrs_youtube.pipeline import as_tensors
-from tfrs_youtube.training import TrainConfig, TrainedSystem, train_two_stage
+from tfrs_youtube.export import export_with_warmup, read_metadata
+from tfrs_youtube.pipeline import build_examples
+from tfrs_youtube.reports import held_out_requests
+from tfrs_youtube.requests import rest_body
+from tfrs_youtube.system import TrainedSystem, train_two_stage
+from tfrs_youtube.training import TrainConfig
 
 
 @dataclasses.dataclass
@@ -35,6 +39,7 @@ class DemoConfig:
     saved_models_dir: str = "saved_models"
     model_name: str = "demo"
     num_shown_users: int = 3
+    workers: int = 1  # example pipeline processes
 
 
 def _format_table(report: dict) -> str:
@@ -78,46 +83,29 @@ def serve_in_fresh_process(model_dir: str, request: dict) -> dict:
     return json.loads(out.stdout)
 
 
-def request_body(requests: dict[str, np.ndarray], rows: np.ndarray) -> dict:
-    """TF Serving's row format for the given rows of a request batch (histories without padding)."""
-    instances = []
-    for i in rows:
-        inst = {}
-        for name, values in requests.items():
-            v = values[i]
-            if np.ndim(v) == 1:
-                keep = requests["watch_history"][i] != "" if name == "watch_ages_s" else (
-                    requests["impression_history"][i] != "" if name == "impression_ages_s" else v != "")
-                v = v[keep]
-                inst[name] = [x.item() if hasattr(x, "item") else x for x in v]
-            else:
-                inst[name] = v.item() if hasattr(v, "item") else v
-        instances.append(inst)
-    return {"instances": instances}
-
-
 def show_recommendations(system: TrainedSystem, model_dir: str, num_users: int, out=print) -> dict:
     """Top-10 of a few test users from the exported model, next to their recent watches' topics."""
-    log, builder = system.builder.log, system.builder
-    test = builder.retrieval_examples("test")
+    examples = system.examples
+    requests, records = held_out_requests(examples)
     rng = np.random.default_rng(system.config.seed)
-    active = np.flatnonzero((test["watch_history"] != "").sum(axis=1) >= 10)
-    rows = rng.choice(active if len(active) >= num_users else np.arange(len(test["user_id"])),
+    active = np.flatnonzero((requests["watch_history"] != "").sum(axis=1) >= 10)
+    rows = rng.choice(active if len(active) >= num_users else np.arange(len(records["video_id"])),
                       num_users, replace=False)
-    users = builder.user_codes.get_indexer(test["user_id"][rows])
-    requests = builder.requests(users, test["time"][rows].astype(np.int64))
-    body = request_body(requests, np.arange(num_users))
-    answer = serve_in_fresh_process(model_dir, body)
-    topic = dict(zip(log.videos["video_id"], log.videos["topic"]))
+    answer = serve_in_fresh_process(model_dir, rest_body(requests, rows))
+    vocabulary = examples.vocabulary("video")
+    topics = np.asarray([""] + examples.vocabulary("topic"), dtype=object)  # index 0: unknown
+    topic = dict(zip(vocabulary, topics[examples.statistics["catalog_topic"][1:]]))
     for j, prediction in enumerate(answer["predictions"]):
-        recent = [topic[v] for v in requests["watch_history"][j][:10] if v]
+        i = rows[j]
+        recent = [topic[v] for v in requests["watch_history"][i][:10] if v]
         counts = pd.Series(recent).value_counts()
-        out(f"\nuser {test['user_id'][rows[j]]} ({requests['country'][j]}, {requests['language'][j]}); "
+        label = vocabulary[records["video_id"][i] - 1]
+        out(f"\nuser {records['user_id'][i].decode()} ({requests['country'][i]}, {requests['language'][i]}); "
             f"topics of the last {len(recent)} watches: " + ", ".join(f"{t} x{c}" for t, c in counts.items()))
         out(f"  {'#':>3}  {'video':<12}{'topic':<14}{'expected watch s':>18}")
         for rank, (vid, wt) in enumerate(zip(prediction["video_ids"], prediction["expected_watch_time_s"]), 1):
             out(f"  {rank:>3}  {vid:<12}{topic.get(vid, '?'):<14}{wt:>18.1f}")
-        out(f"  held-out next watch: {test['video_id'][rows[j]]} ({topic[test['video_id'][rows[j]]]})")
+        out(f"  held-out next watch: {label} ({topic[label]})")
     return answer
 
 
@@ -129,23 +117,19 @@ def run_demo(config: DemoConfig | None = None, out=print) -> dict:
         f"{config.synthetic.num_videos} videos, seed {config.synthetic.seed})")
     log = generate(config.synthetic)
     data_dir = os.path.join(config.datasets_dir, "synthetic")
-    log.to_csv(data_dir)
+    write_dataset(log, data_dir, {"source": "synthetic", "synthetic": dataclasses.asdict(config.synthetic)},
+                  replace=True)
     out(f"  {len(log.watches)} watches, {len(log.searches)} searches, {len(log.impressions)} impressions "
         f"-> {data_dir}/")
-    system = train_two_stage(log, config.train)
+    examples = build_examples(data_dir, data_dir + "_examples", config.train.examples, seed=config.train.seed,
+                              workers=config.workers, replace=True, say=out)
+    system = train_two_stage(None, config.train, examples=examples)
     report = system.report
     out(_format_table(report))
 
     metadata = {"config": config.train.to_dict(), "synthetic": dataclasses.asdict(config.synthetic),
                 "evaluation": report}
-    builder = system.builder
-    test = builder.retrieval_examples("test")
-    requests = builder.requests(builder.user_codes.get_indexer(test["user_id"]), test["time"].astype(np.int64))
-    warmup = [{k: v[:1] for k, v in requests.items()}]
-    user_vectors = system.recommender.user_embedding(as_tensors(
-        {k: v[:1000] for k, v in system.recommender.user_request(requests).items()}))["user_embedding"].numpy()
-    paths = export_two_stage(system.recommender, config.saved_models_dir, config.model_name, metadata=metadata,
-                             warmup_requests=warmup, recall_user_vectors=user_vectors)
+    paths = export_with_warmup(system.recommender, examples, config.saved_models_dir, config.model_name, metadata)
     model_dir = paths["scann"]
     n = system.recommender.config.num_candidates
     recall = read_metadata(model_dir)["index"][f"recall_at_{n}"]
@@ -155,5 +139,3 @@ def run_demo(config: DemoConfig | None = None, out=print) -> dict:
     answer = show_recommendations(system, model_dir, config.num_shown_users, out=out)
     out(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return {"report": report, "model_dir": model_dir, "portable_model_dir": paths["portable"], "answer": answer}
-
-

@@ -17,34 +17,38 @@ from tfrs_youtube.index import DIMENSIONS_PER_BLOCK, TRAINING_ITERATIONS, scann_
 DEFAULT_KS = (10, 50, 100)
 
 
-def target_ranks(scores_fn, num_queries: int, item_ids: np.ndarray, targets: np.ndarray,
-                 exclude: np.ndarray | None = None, chunk: int = 1024) -> np.ndarray:
+def _exclusion_pairs(exclude: list[np.ndarray] | None, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row within the chunk, column) of every excluded item of queries start..stop."""
+    if exclude is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lists = [np.asarray(e, np.int64) for e in exclude[start:stop]]
+    rows = np.repeat(np.arange(len(lists)), [len(e) for e in lists])
+    columns = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    keep = columns >= 0
+    return rows[keep], columns[keep]
+
+
+def target_ranks(scores_fn, num_queries: int, targets: np.ndarray, exclude: list[np.ndarray] | None = None,
+                 chunk: int = 1024) -> np.ndarray:
     """0-based rank of each target among all items (np.inf when the target is not in the corpus).
 
     Args:
       scores_fn: (start, stop) -> [stop-start, num_items] scores of queries start..stop.
-      item_ids: the corpus ids, aligned with the score columns.
-      targets: one target id per query.
-      exclude: [num_queries, L] ids to drop from the ranking (padding ""), e.g. the history.
+      targets: each query's target, as its column of the scores (-1: not in the corpus).
+      exclude: per query, the columns to drop from the ranking (e.g. the history).
     """
-    column = pd.Index(item_ids)
-    target_col = column.get_indexer(targets)
-    exclude_col = None if exclude is None else column.get_indexer(np.asarray(exclude).ravel()).reshape(
-        np.shape(exclude))
+    targets = np.asarray(targets, np.int64)
     ranks = np.full(num_queries, np.inf)
     for start in range(0, num_queries, chunk):
         stop = min(start + chunk, num_queries)
         scores = np.array(scores_fn(start, stop), dtype=np.float32, copy=True)
         rows = np.arange(stop - start)
-        tcol = target_col[start:stop]
+        tcol = targets[start:stop]
         valid = tcol >= 0
         target_score = np.where(valid, scores[rows, np.maximum(tcol, 0)], np.inf)
-        if exclude_col is not None:
-            ex = exclude_col[start:stop]
-            r, c = np.nonzero(ex >= 0)
-            cols = ex[r, c]
-            keep = cols != tcol[r]  # a re-watched target stays rankable
-            scores[r[keep], cols[keep]] = -np.inf
+        r, c = _exclusion_pairs(exclude, start, stop)
+        keep = c != tcol[r]  # a re-watched target stays rankable
+        scores[r[keep], c[keep]] = -np.inf
         # Ties count against the target, so a constant scorer cannot look good.
         better = (scores >= target_score[:, None]).sum(axis=1) - 1
         ranks[start:stop] = np.where(valid, better, np.inf)
@@ -79,16 +83,17 @@ def scann_searcher(item_vectors: np.ndarray, num_neighbors: int, **overrides):
     return builder.reorder(settings["reordering_candidates"]).build()
 
 
-def evaluate_retrieval(user_vectors: np.ndarray, item_vectors: np.ndarray, item_ids: np.ndarray,
-                       targets: np.ndarray, exclude: np.ndarray | None = None, ks=DEFAULT_KS,
-                       index="exact") -> dict[str, float]:
+def evaluate_retrieval(user_vectors: np.ndarray, item_vectors: np.ndarray, targets: np.ndarray,
+                       exclude: list[np.ndarray] | None = None, ks=DEFAULT_KS, index="exact") -> dict[str, float]:
     """Full-corpus dot-product retrieval metrics: HR@K (= Recall@K with one target), NDCG@K, MAP@K.
 
-    index: "exact" scores every item; "scann" ranks what a ScaNN searcher (`scann_searcher`)
-    returns, as served, items it does not return counting as misses; or a searcher already built
-    (ScaNN's tree is trained from a random start, so two builds can differ slightly).
+    `targets` and `exclude` are rows of `item_vectors`. index: "exact" scores every item;
+    "scann" ranks what a ScaNN searcher (`scann_searcher`) returns, as served, items it does not
+    return counting as misses; or a searcher already built (ScaNN's tree is trained from a
+    random start, so two builds can differ slightly).
     """
     users = np.asarray(user_vectors, np.float32)
+    num_items = len(item_vectors)
     if isinstance(index, str) and index == "exact":
         items = tf.constant(item_vectors, tf.float32)
 
@@ -96,41 +101,41 @@ def evaluate_retrieval(user_vectors: np.ndarray, item_vectors: np.ndarray, item_
             return tf.linalg.matmul(users[start:stop], items, transpose_b=True).numpy()
     elif (isinstance(index, str) and index == "scann") or hasattr(index, "search_batched"):
         # Enough neighbours that the top max(ks) survive the exclusion of the longest history.
-        longest = 0 if exclude is None else int((np.asarray(exclude) != "").sum(axis=1).max())
-        depth = min(len(item_ids), max(ks) + longest)
+        longest = 0 if exclude is None else max((len(e) for e in exclude), default=0)
+        depth = min(num_items, max(ks) + longest)
         searcher = index if hasattr(index, "search_batched") else scann_searcher(item_vectors, depth)
         neighbours, distances = searcher.search_batched(users, final_num_neighbors=depth)
 
         def scores(start, stop):
             # Items ScaNN did not return score -inf: they can never be ranked above a hit.
-            out = np.full((stop - start, len(item_ids)), -np.inf, np.float32)
+            out = np.full((stop - start, num_items), -np.inf, np.float32)
             rows = np.arange(stop - start)[:, None]
             out[rows, neighbours[start:stop]] = distances[start:stop]
             return out
     else:
         raise ValueError(f"index must be 'exact' or 'scann', got {index!r}")
-    return metrics_from_ranks(target_ranks(scores, len(users), item_ids, targets, exclude), ks)
+    return metrics_from_ranks(target_ranks(scores, len(users), targets, exclude), ks)
 
 
-def evaluate_popularity(item_ids: np.ndarray, train_labels: np.ndarray, targets: np.ndarray,
-                        exclude: np.ndarray | None = None, ks=DEFAULT_KS) -> dict[str, float]:
-    """The most-popular baseline: every user gets the items most often watched in training."""
-    counts = pd.Series(train_labels).value_counts()
-    popularity = counts.reindex(item_ids).fillna(0).to_numpy(np.float32)
+def evaluate_popularity(label_counts: np.ndarray, targets: np.ndarray, exclude: list[np.ndarray] | None = None,
+                        ks=DEFAULT_KS) -> dict[str, float]:
+    """The most-popular baseline: every user gets the items most often watched in training
+    (`label_counts`: per item, its training labels)."""
+    popularity = np.asarray(label_counts, np.float32)
     # A tiny deterministic tie-break so equal counts do not all tie with the target.
-    popularity = popularity + np.linspace(0, 1e-3, len(item_ids), dtype=np.float32)[::-1]
+    popularity = popularity + np.linspace(0, 1e-3, len(popularity), dtype=np.float32)[::-1]
     return metrics_from_ranks(
-        target_ranks(lambda a, b: np.broadcast_to(popularity, (b - a, len(item_ids))), len(targets),
-                     item_ids, targets, exclude), ks)
+        target_ranks(lambda a, b: np.broadcast_to(popularity, (b - a, len(popularity))), len(targets), targets,
+                     exclude), ks)
 
 
-def evaluate_random(item_ids: np.ndarray, targets: np.ndarray, exclude: np.ndarray | None = None,
+def evaluate_random(num_items: int, targets: np.ndarray, exclude: list[np.ndarray] | None = None,
                     ks=DEFAULT_KS, seed: int = 0) -> dict[str, float]:
     """Chance: uniformly random scores."""
     rng = np.random.default_rng(seed)
     return metrics_from_ranks(
-        target_ranks(lambda a, b: rng.random((b - a, len(item_ids)), dtype=np.float32), len(targets),
-                     item_ids, targets, exclude), ks)
+        target_ranks(lambda a, b: rng.random((b - a, num_items), dtype=np.float32), len(targets), targets, exclude),
+        ks)
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -165,9 +170,9 @@ def weighted_per_user_loss(pages: np.ndarray, clicked: np.ndarray, watch_time_s:
     return mispredicted / total if total > 0 else float("nan")
 
 
-def observed_watch_time(examples: dict[str, np.ndarray]) -> np.ndarray:
+def observed_watch_time(clicked: np.ndarray, watch_time_s: np.ndarray) -> np.ndarray:
     """Each impression's watch time, 0 where it was not clicked: what exp(logit) estimates."""
-    return np.where(np.asarray(examples["clicked"]) > 0, np.asarray(examples["watch_time_s"], np.float64), 0.0)
+    return np.where(np.asarray(clicked) > 0, np.asarray(watch_time_s, np.float64), 0.0)
 
 
 def mean_standard_error(values: np.ndarray, clusters: np.ndarray | None = None) -> float:

@@ -131,6 +131,7 @@ def export_two_stage(recommender, base_dir: str, name: str, metadata: dict | Non
 
     info = dict(metadata or {})
     info.update(corpus_size=int(len(recommender.corpus_ids)), library_versions=library_versions(),
+                contract=recommender.contract.describe(),
                 serving=dataclasses.asdict(recommender.config), signatures=sorted(recommender.signatures()))
     index = dict(recommender.index_settings)
     if recall_user_vectors is not None and len(recall_user_vectors):
@@ -149,3 +150,23 @@ def export_two_stage(recommender, base_dir: str, name: str, metadata: dict | Non
             metadata=dict(info, variant="portable", index={"exact": True}, scann_variant=name),
             warmup_requests=warmup_requests, custom_op_namespaces=())
     return paths
+
+
+def export_with_warmup(recommender, examples, base_dir: str, name: str, metadata: dict | None = None,
+                       portable: bool = True) -> dict[str, str]:
+    """`export_two_stage` with what every caller adds: a warm-up request (the first test request
+    of the examples), ScaNN's recall measured on up to 1,000 test users, and the request contract
+    in the metadata."""
+    from tfrs_youtube import requests as request_tools
+    from tfrs_youtube.reports import held_out_requests
+
+    requests, _ = held_out_requests(examples)
+    if len(requests["request_time"]) == 0:
+        raise ValueError(f"{examples.directory} has no test requests to warm the export up with")
+    first = request_tools.take(requests, slice(0, 1000))
+    user_vectors = recommender.user_embedding(request_tools.as_tensors(recommender.user_request(first)))[
+        "user_embedding"].numpy()
+    metadata = dict(metadata or {}, examples=examples.directory)
+    return export_two_stage(recommender, base_dir, name, metadata=metadata,
+                            warmup_requests=[request_tools.take(requests, slice(0, 1))],
+                            recall_user_vectors=user_vectors, portable=portable)

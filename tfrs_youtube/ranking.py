@@ -24,10 +24,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.calibration import WatchTimeCalibration
-from tfrs_youtube.evaluation import observed_watch_time
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.metrics import WeightedPerUserLoss
-from tfrs_youtube.pipeline import predict
 
 # Table 1's hidden-layer presets.
 HIDDEN_LAYER_PRESETS = {
@@ -39,9 +37,10 @@ HIDDEN_LAYER_PRESETS = {
     "1024-512": (1024, 512),
     "1024-512-256": (1024, 512, 256),
 }
+# The continuous features the ranker reads: derived per candidate from the request
+# (`features.context.CandidateFeatures`), and the user's own.
 IMPRESSION_CONTINUOUS = ("time_since_topic_watch_s", "previous_impressions", "video_age_s")
 USER_CONTINUOUS = ("age",)
-RANKING_CONTINUOUS = IMPRESSION_CONTINUOUS + USER_CONTINUOUS
 # Paper 4.1: "it is also useful to propagate information from candidate generation into ranking
 # in the form of features": the candidate generator's score u·v of the impressed video.
 RETRIEVAL_SCORE = "retrieval_score"
@@ -71,11 +70,6 @@ class RankerConfig:
         paper's loss as written; exp(logit) = E[watch time] / (1 - P(click))).
       feature_powers: feed x̃² and √x̃ of each continuous feature beside x̃ (Table 1's ablation
         turns them off).
-      calibration_fraction: the share of training impressions (the latest) held out from fitting,
-        to choose the epoch and fit the watch-time calibration (`training.train_ranker`). Make
-        the slice span about as long a period as the model will serve before it is calibrated
-        again: the calibration corrects what such a period does to the ranker (videos new to it,
-        stale histories), and a shorter slice under-corrects (`benchmarks/ranking_table1.py`).
       calibration_knots: at most this many knots in the calibration map (it uses one per 1,000
         clicks of the calibration slice).
       unknown_video_rate: during training, the share of impressions whose video is read as
@@ -89,7 +83,8 @@ class RankerConfig:
         users), so the ranker meets means over fewer videos than any full training history gave
         it; this shows it such means. 0 turns it off.
       learning_rate: Adam's.
-      seed: initialiser seed.
+      embedding_optimizer: how the shared tables are updated when `fine_tune_embeddings` (see
+        `optimizers`).
     """
 
     hidden_layers: tuple[int, ...] = (256, 128)
@@ -98,12 +93,11 @@ class RankerConfig:
     fine_tune_embeddings: bool = False
     negatives: str = "every_impression"
     feature_powers: bool = True
-    calibration_fraction: float = 0.1
     calibration_knots: int = 20
     unknown_video_rate: float = 0.1
     unknown_history_rate: float = 0.5
     learning_rate: float = 0.002
-    seed: int = 0
+    embedding_optimizer: str = "lazy_adam"
 
     def __post_init__(self):
         if isinstance(self.hidden_layers, str):
@@ -125,22 +119,28 @@ def impression_weights(clicked: tf.Tensor, watch_time_s: tf.Tensor, weighted: bo
 
 
 class Ranker(tfrs.Model):
-    """Scores impressions; `expected_watch_time(features) = exp(logit)`.
+    """Scores a request's candidates; `expected_watch_time(features) = exp(logit)`.
 
-    Reads the impression video and the watched videos from the shared video table, the recent
-    search tokens from the shared token table, user and video language from the one language
-    table, and the continuous features through the shared quantile normalisers.
+    Its input is a request with [batch, N] candidate videos (`video_id`): a page of impressions
+    in training, the retrieved candidates at serving, the same call either way. What depends on
+    the user (watched videos from the shared video table, search tokens from the shared token
+    table, language and the other user fields, age) is computed once per request; what depends on
+    the candidate (its embedding from the same video table, its language from the one language
+    table, the features `CandidateFeatures` derives from the request) once per candidate; the
+    continuous features pass through the shared quantile normalisers.
 
     Args:
       config: a `RankerConfig`.
       embeddings: the `FeatureEmbeddings` shared with candidate generation.
+      seed: initialiser and dropout seed.
     """
 
-    def __init__(self, config: RankerConfig, embeddings: FeatureEmbeddings, **kwargs):
+    def __init__(self, config: RankerConfig, embeddings: FeatureEmbeddings, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.embeddings = embeddings
-        init = lambda i: tf.keras.initializers.GlorotUniform(seed=config.seed + 200 + i)  # noqa: E731
+        self.seed = int(seed)
+        init = lambda i: tf.keras.initializers.GlorotUniform(seed=self.seed + 200 + i)  # noqa: E731
         layers = [tf.keras.layers.Dense(w, activation="relu", kernel_initializer=init(i))
                   for i, w in enumerate(config.hidden_layers)]
         layers.append(tf.keras.layers.Dense(1, kernel_initializer=init(len(layers))))
@@ -166,35 +166,40 @@ class Ranker(tfrs.Model):
         shared = {id(w) for w in self.embeddings.trainable_weights}
         return [w for w in weights if id(w) not in shared]
 
-    def set_known_videos(self, video_ids) -> "Ranker":
-        """Only these videos' embeddings are read; any other impressed video is scored as unknown.
+    def set_known_videos(self, known: np.ndarray) -> "Ranker":
+        """Only the videos whose row of `known` (one entry per video table row, > 0 for known) is
+        set have their embeddings read; any other impressed video is scored as unknown.
 
-        A video that no training example showed or had watched has an embedding nothing trained
-        (or trained by candidate generation only on watches after the ranker's data):
-        `training.train_ranker` passes the videos its fitted impressions show or have in their
-        histories, so videos first seen in the calibration slice are unknown there exactly as
-        videos uploaded after training are unknown at serving, and the calibration sees the
-        situation it has to correct.
+        A video that no training page showed or had watched has an embedding nothing trained (or
+        trained by candidate generation only on watches after the ranker's data): training passes
+        the videos its fitted pages show or have in their histories (the examples' statistics),
+        so videos first seen in the calibration slice are unknown there exactly as videos
+        uploaded after training are unknown at serving, and the calibration sees the situation it
+        has to correct.
         """
-        index = self.embeddings.video.indices(tf.constant(np.asarray(video_ids, dtype=str))).numpy()
-        known = np.zeros(self.known_videos.shape[0], np.float32)
-        known[index[index > 0]] = 1.0
+        known = (np.asarray(known) > 0).astype(np.float32)
+        if known.shape != tuple(self.known_videos.shape):
+            raise ValueError(f"known videos need one entry per video table row ({self.known_videos.shape[0]}), "
+                             f"got {known.shape}")
+        known[0] = 0.0
         self.known_videos.assign(known)
         return self
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """The logit of each impression, shape [batch]: log of its expected watch time."""
+        """The logit of each candidate, [batch, N]: log of its expected watch time."""
         return self.calibration(self.raw_logits(features, training=training))
 
     def raw_logits(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """The network's logit before calibration, shape [batch]."""
-        return self._score(self.user_representation(features, training=training),
-                           self.impression_representation(features, training=training))
+        """The network's logit before calibration, [batch, N]."""
+        user = self.user_representation(features, training=training)
+        impression = self.impression_representation(features, training=training)
+        n = tf.shape(impression)[1]
+        user = tf.repeat(user[:, None, :], n, axis=1)
+        return tf.squeeze(self.scorer(tf.concat([user, impression], axis=-1)), axis=-1)
 
     def user_representation(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """The inputs that depend on the user only, [batch, width]: the same for every video
-        scored for one request, so serving computes them once per request, not once per
-        candidate (a [candidates, history, d] tensor otherwise)."""
+        """The inputs that depend on the user only, [batch, width]: the same for every candidate
+        of a request, so they are computed once per request, not once per candidate."""
         e = self.embeddings
         history = features["watch_history"]
         parts = [
@@ -204,12 +209,8 @@ class Ranker(tfrs.Model):
             # them in would move every user's representation away from anything training saw.
             e.video.mean(history, known_rows=self.known_videos, kept=self.history_kept(history, training)),
             e.token.mean(features["search_tokens"]),
-            e.categorical["language"](features["language"]),
-            e.categorical["country"](features["country"]),
-            e.categorical["gender"](features["gender"]),
-            e.categorical["device"](features["device"]),
         ]
-        parts += [e.categorical[name](features[name]) for name in e.extra_user_features]
+        parts += [e.categorical[name](features[name]) for name in e.user_fields]
         parts += [self._continuous(name, features[name]) for name in USER_CONTINUOUS]
         return tf.concat(parts, axis=-1)
 
@@ -220,50 +221,48 @@ class Ranker(tfrs.Model):
         if not training or self.config.unknown_history_rate <= 0:
             return None
         rate = tf.random.uniform(tf.shape(history)[:1], maxval=self.config.unknown_history_rate,
-                                 seed=self.config.seed + 1)
-        return tf.random.uniform(tf.shape(history), seed=self.config.seed + 2) >= rate[:, None]
+                                 seed=self.seed + 1)
+        return tf.random.uniform(tf.shape(history), seed=self.seed + 2) >= rate[:, None]
 
     def impression_representation(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """The inputs that depend on the impressed video, [batch, width]."""
+        """The inputs that depend on the candidate, [batch, N, width]."""
         e = self.embeddings
-        index = e.video.indices(features["video_id"])
+        index = tf.cast(features["video_id"], tf.int64)
+        derived = e.candidate_features(features, index)
         known = tf.gather(self.known_videos, index)
         if training and self.config.unknown_video_rate > 0:
-            kept = tf.random.uniform(tf.shape(known), seed=self.config.seed) >= self.config.unknown_video_rate
+            kept = tf.random.uniform(tf.shape(known), seed=self.seed) >= self.config.unknown_video_rate
             known = known * tf.cast(kept, tf.float32)
-        video = e.video.embedding(index) * known[:, None]
-        parts = [video, e.categorical["language"](features["video_language"])]
-        continuous = IMPRESSION_CONTINUOUS + ((RETRIEVAL_SCORE,) if self.config.use_retrieval_score else ())
-        parts += [self._continuous(name, features[name]) for name in continuous]
+        video = e.video.embedding(index) * known[..., None]
+        parts = [video, e.categorical["language"](derived["video_language"])]
+        parts += [self._continuous(name, derived[name]) for name in IMPRESSION_CONTINUOUS]
+        if self.config.use_retrieval_score:
+            parts.append(self._continuous(RETRIEVAL_SCORE, features[RETRIEVAL_SCORE]))
         return tf.concat(parts, axis=-1)
 
-    def score_candidates(self, user_features: dict[str, tf.Tensor], impressions: dict[str, tf.Tensor],
-                         num_candidates: tf.Tensor) -> tf.Tensor:
-        """Calibrated logits of `num_candidates` impressions per user, [batch * num_candidates]:
-        `user_features` has one row per user, `impressions` one per (user, candidate), user-major."""
-        user = tf.repeat(self.user_representation(user_features), num_candidates, axis=0)
-        return self.calibration(self._score(user, self.impression_representation(impressions)))
-
     def _continuous(self, name: str, x: tf.Tensor) -> tf.Tensor:
-        return self.embeddings.normalized(name, x)[:, :None if self.config.feature_powers else 1]
-
-    def _score(self, user: tf.Tensor, impression: tf.Tensor) -> tf.Tensor:
-        return tf.squeeze(self.scorer(tf.concat([user, impression], axis=-1)), axis=-1)
+        return self.embeddings.normalized(name, x)[..., :None if self.config.feature_powers else 1]
 
     def expected_watch_time(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.exp(self(features))
 
-    def calibrate(self, examples: dict[str, np.ndarray], batch_size: int = 4096) -> "Ranker":
-        """Fits `WatchTimeCalibration` on held-out impressions (not trained on), so that
-        exp(logit) matches their observed watch time per impression. Call it after `fit`."""
-        logits = predict(self.raw_logits, examples, batch_size)
-        self.calibration.fit(logits, observed_watch_time(examples))
+    def calibrate(self, pages: tf.data.Dataset) -> "Ranker":
+        """Fits `WatchTimeCalibration` on held-out pages (not trained on), so that exp(logit)
+        matches their observed watch time per impression. Call it after `fit`."""
+        logits, observed = [], []
+        for batch in pages:
+            mask = batch["impression_mask"]
+            logits.append(tf.boolean_mask(self.raw_logits(batch), mask).numpy())
+            observed.append(tf.boolean_mask(tf.where(batch["clicked"] > 0, batch["watch_time_s"], 0.0), mask).numpy())
+        self.calibration.fit(np.concatenate(logits), np.concatenate(observed))
         return self
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        logits = self(features, training=training)
-        clicked = tf.cast(features["clicked"], tf.float32)
-        weights = impression_weights(clicked, features["watch_time_s"], self.config.weighted)
+        mask = features["impression_mask"]
+        logits = tf.boolean_mask(self(features, training=training), mask)
+        clicked = tf.boolean_mask(tf.cast(features["clicked"], tf.float32), mask)
+        watch = tf.boolean_mask(tf.cast(features["watch_time_s"], tf.float32), mask)
+        weights = impression_weights(clicked, watch, self.config.weighted)
         labels, predictions = clicked, logits
         if self.config.negatives == "every_impression":
             # Positives: the clicked impressions, weighted; negatives: every impression, weight 1.
@@ -274,48 +273,14 @@ class Ranker(tfrs.Model):
         loss = self.task(labels=labels[:, None], predictions=predictions[:, None], sample_weight=weights,
                          compute_metrics=False)
         self.auc.update_state(clicked, logits)
-        if not training and "page" in features:
-            self.page_loss.update_state(features["page"], clicked, features["watch_time_s"], logits)
+        if not training:
+            # One record is one page: its row in the batch identifies it.
+            pages = tf.boolean_mask(tf.broadcast_to(tf.range(tf.shape(mask)[0])[:, None], tf.shape(mask)), mask)
+            self.page_loss.update_state(pages, clicked, watch, logits)
         return loss
 
     def train_step(self, inputs):
         logs = super().train_step(inputs)
-        # Training batches are shuffled, so pages are split across them: the per-page metric is
-        # only meaningful on page-aligned validation batches (`pipeline.to_page_dataset`).
+        # The per-page metric is only reported on validation (training's is its own loss).
         logs.pop(self.page_loss.name, None)
         return logs
-
-
-def ranker_input_signature(ranker: Ranker) -> dict[str, tf.TensorSpec]:
-    """The impression features the ranker reads, batch dimension first (histories [batch, length])."""
-    spec = {name: tf.TensorSpec([None], tf.string, name=name)
-            for name in ("video_id", "language", "video_language", "country", "gender", "device")
-            + ranker.embeddings.extra_user_features}
-    spec["watch_history"] = tf.TensorSpec([None, None], tf.string, name="watch_history")
-    spec["search_tokens"] = tf.TensorSpec([None, None], tf.string, name="search_tokens")
-    continuous = RANKING_CONTINUOUS + ((RETRIEVAL_SCORE,) if ranker.config.use_retrieval_score else ())
-    spec.update({name: tf.TensorSpec([None], tf.float32, name=name) for name in continuous})
-    return spec
-
-
-def save_ranker(ranker: Ranker, path: str) -> str:
-    """Saves the ranker alone as a SavedModel whose `serving_default` scores impressions.
-
-    Outputs `logit` and `expected_watch_time_s` (= exp(logit)). The quantile normalisers, the
-    calibration and every table travel inside the graph: loading needs only TensorFlow.
-    """
-    @tf.function(input_signature=[ranker_input_signature(ranker)])
-    def score(features):
-        logit = ranker(features)
-        return {"logit": logit, "expected_watch_time_s": tf.exp(logit)}
-
-    module = tf.Module()
-    module.ranker = ranker
-    module.score = score
-    level = tf.get_logger().level
-    tf.get_logger().setLevel("ERROR")  # Keras' "cannot re-create from config" warnings: not needed here
-    try:
-        tf.saved_model.save(module, path, signatures={"serving_default": score})
-    finally:
-        tf.get_logger().setLevel(level)
-    return path

@@ -3,33 +3,35 @@
 RUN_DIR holds:
 
 - `config.json`: the complete `TrainConfig` (every default spelled out);
-- `run.json`: the data directory and its fingerprint, the stages done (epochs, seconds, the
-  Keras history), library versions;
-- `vocabularies.json`: the row order of every embedding table;
+- `run.json`: the examples folder it trained on and their fingerprint, the stages done (epochs,
+  seconds, the Keras history), library versions;
+- `examples/`: the examples, when the run was given an event log rather than an examples
+  folder (`tfrs-youtube data examples`); a run given a folder records where it is;
 - `checkpoints/candidate/`, `checkpoints/ranker/`: a `tf.train.Checkpoint` of the models after
   each stage (candidate: the candidate generator with the shared embeddings; ranker: both).
 
-Why checkpoints of models rebuilt from config + data, rather than SavedModels (`save_ranker`):
-evaluation and export need the live Python models (`evaluate_candidates`, `ranking_report` and
-`TwoStageRecommender` take them), and a subclassed TFRS model has no Keras config to re-create
-it from a SavedModel. Everything a model is made of is either derived deterministically from
-the config and the data (vocabularies, label frequencies, example splits) or a variable, which
-the checkpoint holds (weights, quantiles, calibration, the ranker's known-video mask). Loading
-rebuilds the models as training built them, checks that the data still has the recorded
-fingerprint and gives the same vocabularies, and restores every variable, asserting that each
+Why checkpoints of models rebuilt from config + examples, rather than SavedModels: evaluation
+and export need the live Python models (`reports` and `TwoStageRecommender` take them), and a
+subclassed TFRS model has no Keras config to re-create it from a SavedModel. Everything a model
+is made of is either derived deterministically from the config and the examples (vocabularies,
+catalog, label frequencies, the adapted quantiles) or a variable, which the checkpoint holds.
+Loading rebuilds the models as training built them (`training.build_models`), checks that the
+examples still have the recorded fingerprint, and restores every variable, asserting that each
 one found its value.
 
 While training, everything lives in `RUN_DIR.partial` beside RUN_DIR, plus `backup/<stage>/`:
 Keras' `BackupAndRestore` state (weights, optimizer slots, epoch) saved at every epoch end.
-RUN_DIR appears, by rename, only when the requested stages are done, so it is never half a run.
-After an interruption (Ctrl-C, a killed process) `train_run(..., resume=True)` reopens the
-partial run, restores finished stages from their checkpoints and continues the unfinished one
-after its last saved epoch. What resumption restores is the model and optimizer state and the
-epoch counter; the data order (the shuffle restarts its seeded sequence), random draws (sampled
-negatives, unknown-video and history dropping) and the ranker's early-stopping memory of its best epoch
-restart with the process, so a resumed run matches the uninterrupted one exactly only where
-those play no part (one batch per epoch, no sampled negatives or dropout, no calibration slice):
-`tests/test_cli_commands.py` checks that case.
+`RUN_DIR.partial` itself appears by rename with its config and run record inside, so it is
+never a folder that cannot be resumed. RUN_DIR appears, by rename, only when the requested
+stages are done, so it is never half a run. After an interruption (Ctrl-C, a killed process)
+`train_run(..., resume=True)` reopens the partial run, restores finished stages from their
+checkpoints and continues the unfinished one after its last saved epoch. What resumption
+restores is the model and optimizer state and the epoch counter; the data order (the shuffle
+restarts its seeded sequence), random draws (sampled negatives, unknown-video and history
+dropping) and the ranker's early-stopping memory of its best epoch restart with the process, so
+a resumed run matches the uninterrupted one exactly only where those play no part (one batch per
+epoch, no sampled negatives or dropout, no calibration slice): `tests/test_runs.py` checks that
+case.
 """
 
 from __future__ import annotations
@@ -39,25 +41,22 @@ import json
 import logging
 import os
 import shutil
-import time
+import uuid
 
-import numpy as np
 import tensorflow as tf
 
-from tfrs_youtube.candidate import CandidateGenerator
-from tfrs_youtube.data import directory as datadir
-from tfrs_youtube.data.schema import EventLog
-from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.export import library_versions
 from tfrs_youtube.files import replace_dir, write_text
-from tfrs_youtube.pipeline import as_tensors
-from tfrs_youtube.ranking import Ranker
-from tfrs_youtube.training import (CandidateRun, Examples, TrainConfig, add_retrieval_scores, prepare,
-                                   train_candidate_generator, train_ranker)
+from tfrs_youtube.inputs import dataset
+from tfrs_youtube.pipeline import ExampleSet, build_examples
+from tfrs_youtube.pipeline.example_set import is_example_set
+from tfrs_youtube.training import (Models, TrainConfig, build_models, fit_candidate_generator, fit_ranker,
+                                   ranking_features, candidate_features)
 
-FORMAT = 1
+FORMAT = 2
 STAGES = ("candidate", "ranker")
 PARTIAL_SUFFIX = ".partial"
+EXAMPLES_SUBDIR = "examples"
 # Config keys that decide the candidate stage: `--stage ranker` on an existing run must not
 # change them, because it builds on that run's trained candidate generator.
 CANDIDATE_KEYS = ("examples", "embeddings", "candidate", "candidate_epochs", "batch_size", "seed")
@@ -75,22 +74,14 @@ class Interrupted(RunError):
 
 @dataclasses.dataclass
 class LoadedRun:
-    """A run rebuilt from its directory: config, data, examples and the trained models."""
+    """A run rebuilt from its directory: config, examples and the trained models."""
 
     directory: str
     config: TrainConfig
     info: dict
-    log: EventLog
-    examples: Examples
-    embeddings: FeatureEmbeddings
-    candidate: CandidateGenerator
-    ranker: Ranker | None
-
-    def candidate_run(self) -> CandidateRun:
-        """The candidate stage as `evaluate_candidates` takes it."""
-        b = self.examples.builder
-        return CandidateRun(self.candidate, self.embeddings, self.examples.train, b.retrieval_examples("validation"),
-                            b.retrieval_examples("test"), self.info["stages"]["candidate"]["train_s"])
+    examples: ExampleSet
+    models: Models
+    has_ranker: bool
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +100,7 @@ def read_info(directory: str) -> dict:
 def read_config(directory: str) -> TrainConfig:
     from tfrs_youtube.config_files import config_from_dict
 
-    # Through the file checker rather than `from_json`, so lists become the tuples they were.
+    # Through the file checker, so that a hand-edited config.json is checked key by key.
     with open(os.path.join(directory, "config.json")) as f:
         return config_from_dict(json.load(f), where=os.path.join(directory, "config.json"))
 
@@ -122,21 +113,22 @@ def _plain(value):
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-def _checkpoint(embeddings, candidate, ranker=None) -> tf.train.Checkpoint:
+def _checkpoint(models: Models, stage: str) -> tf.train.Checkpoint:
     """The candidate stage saves the whole generator (with its optimizer: it can train on); the
     ranker stage the ranker and the generator's user tower, all that serving reads of it, so its
     checkpoint holds the same objects whether the generator was trained or restored there."""
-    if ranker is None:
-        return tf.train.Checkpoint(embeddings=embeddings, candidate=candidate)
-    return tf.train.Checkpoint(embeddings=embeddings, user_tower=candidate.user_tower, ranker=ranker)
+    if stage == "candidate":
+        return tf.train.Checkpoint(embeddings=models.embeddings, candidate=models.candidate)
+    return tf.train.Checkpoint(embeddings=models.embeddings, user_tower=models.candidate.user_tower,
+                               ranker=models.ranker)
 
 
-def _save_stage(directory: str, stage: str, checkpoint: tf.train.Checkpoint) -> None:
+def _save_stage(directory: str, stage: str, models: Models) -> None:
     """Writes `checkpoints/<stage>/` whole: into a temporary folder, then renamed into place."""
     final = os.path.join(directory, "checkpoints", stage)
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    checkpoint.write(os.path.join(tmp, "model"))
+    _checkpoint(models, stage).write(os.path.join(tmp, "model"))
     replace_dir(tmp, final)
 
 
@@ -174,9 +166,9 @@ def _stage_callbacks(directory: str, stage: str, logdir: str | None) -> list:
     return callbacks
 
 
-def _history(model) -> dict:
-    history = getattr(model, "history", None)
-    return {k: [float(x) for x in v] for k, v in getattr(history, "history", {}).items()}
+def examples_dir(directory: str, info: dict) -> str:
+    """Where a run's examples are: its own folder, or the one it was given."""
+    return os.path.join(directory, EXAMPLES_SUBDIR) if info.get("own_examples") else info["examples"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,8 +176,11 @@ def _history(model) -> dict:
 
 
 def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "both", logdir: str | None = None,
-              resume: bool = False, verbose: int = 1, say=print) -> str:
+              resume: bool = False, verbose: int = 1, say=print, workers: int = 1) -> str:
     """Trains the asked stages into `run_dir` (see the module docstring); returns its path.
+
+    `data_dir` is an examples folder (`tfrs-youtube data examples`), or an event log or MovieLens
+    folder, whose examples the run then builds into itself with `workers` processes.
 
     Raises `RunError` for an unusable combination of run directory, config and data (before
     anything is written), and `Interrupted` when training stops part-way (Ctrl-C), saying
@@ -197,6 +192,8 @@ def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "bo
     work = partial_dir(run_dir)
     stages = STAGES if stage == "both" else (stage,)
     data_dir = os.path.abspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise RunError(f"data directory {data_dir} does not exist")
     resuming = resume and os.path.isdir(work)
     if os.path.isdir(work) and not resume:
         raise RunError(f"an interrupted run is at {work}: add --resume to continue it, or delete it")
@@ -221,40 +218,29 @@ def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "bo
     elif stage == "ranker":
         raise RunError(f"{run_dir} does not exist: --stage ranker continues a run trained with --stage candidate")
 
-    log = datadir.read_dataset(data_dir)
-    datadir.say_notes(log, say)
-    examples, embeddings = prepare(log, config)
-    if len(examples.train["video_id"]) == 0:
-        raise RunError(f"{log.name}: no training examples: every watch is held out (split "
-                       f"{config.examples.split!r}); users need more watches than the held-out ones")
-    if "ranker" in stages and not examples.has_impressions:
-        raise RunError(f"{log.name} has no impressions to train the ranker on: use --stage candidate, or "
-                       f"derive impressions (tfrs-youtube data movielens --impressions-per-watch K)")
-    digest = datadir.fingerprint(data_dir)
-
     created = not os.path.isdir(work)
     if created:
-        if os.path.exists(run_dir):  # --stage ranker: start from a copy of the finished run
-            shutil.copytree(run_dir, work)
-        else:
-            os.makedirs(work)
-            _write_json(os.path.join(work, "vocabularies.json"), embeddings.vocabularies)
-            _write_json(os.path.join(work, "run.json"), {
-                "format": FORMAT, "data": data_dir, "data_fingerprint": digest, "dataset": log.name,
-                "stages": {}, "library_versions": library_versions()})
-        write_text(os.path.join(work, "config.json"), config.to_json())
-    info = read_info(work)
-    _check_data(info, digest, embeddings, work)
+        _create_partial(work, run_dir, config, data_dir)
     try:
-        _train_stages(work, info, config, examples, embeddings, stages, logdir, verbose, say)
+        info = read_info(work)
+        if info.get("own_examples") and not is_example_set(os.path.join(work, EXAMPLES_SUBDIR)):
+            say(f"building the examples of {data_dir} into the run")
+            build_examples(data_dir, os.path.join(work, EXAMPLES_SUBDIR), config.examples, seed=config.seed,
+                           workers=workers, say=say)
+        examples = _open_examples(work, info)
+        examples.check(config.examples, config.seed)
+        if "ranker" in stages and not examples.has_impressions():
+            raise RunError(f"{examples.name} has no impressions to train the ranker on: use --stage candidate, or "
+                           f"derive impressions (tfrs-youtube data movielens --impressions-per-watch K)")
+        _train_stages(work, info, config, examples, stages, logdir, verbose, say)
     except BaseException as err:
         if created and not _resumable(work):
-            shutil.rmtree(work, ignore_errors=True)  # nothing saved yet: leave nothing behind
-        elif isinstance(err, KeyboardInterrupt):
+            shutil.rmtree(work, ignore_errors=True)  # nothing trained yet: leave nothing behind
+            raise
+        if isinstance(err, KeyboardInterrupt):
             raise Interrupted(f"interrupted: {_progress(work)} saved in {work}; rerun the same command with "
                               f"--resume to continue") from None
-        else:
-            say(f"training failed; {_progress(work)} saved in {work} (rerun with --resume once fixed)")
+        say(f"training failed; {_progress(work)} saved in {work} (rerun with --resume once fixed)")
         raise
     shutil.rmtree(os.path.join(work, "backup"), ignore_errors=True)  # resumption state: done with
     replace_dir(work, run_dir)
@@ -262,54 +248,81 @@ def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "bo
     return run_dir
 
 
-def _train_stages(work: str, info: dict, config: TrainConfig, examples: Examples, embeddings: FeatureEmbeddings,
-                  stages: tuple[str, ...], logdir: str | None, verbose: int, say) -> None:
+def _create_partial(work: str, run_dir: str, config: TrainConfig, data_dir: str) -> None:
+    """`RUN_DIR.partial` with its config and run record, by rename: it is never there without
+    them, however early a kill comes."""
+    tmp = f"{work}.new-{uuid.uuid4().hex[:8]}"
+    try:
+        if os.path.exists(run_dir):  # --stage ranker: start from a copy of the finished run
+            shutil.copytree(run_dir, tmp)
+            info = read_info(tmp)
+        else:
+            os.makedirs(tmp)
+            own = not is_example_set(data_dir)
+            info = {"format": FORMAT, "data": data_dir, "own_examples": own,
+                    "examples": None if own else data_dir, "stages": {}, "library_versions": library_versions()}
+        write_text(os.path.join(tmp, "config.json"), config.to_json())
+        _write_json(os.path.join(tmp, "run.json"), info)
+        os.rename(tmp, work)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open_examples(directory: str, info: dict) -> ExampleSet:
+    examples = ExampleSet(examples_dir(directory, info))
+    digest = info.get("examples_fingerprint")
+    if digest is None:
+        info["examples_fingerprint"] = examples.fingerprint()
+        _write_json(os.path.join(directory, "run.json"), info)
+    elif digest != examples.fingerprint():
+        raise RunError(f"the examples at {examples.directory} differ from those the run at {directory} was "
+                       f"trained on (fingerprint {digest[:12]})")
+    return examples
+
+
+def _train_stages(work: str, info: dict, config: TrainConfig, examples: ExampleSet, stages: tuple[str, ...],
+                  logdir: str | None, verbose: int, say) -> None:
     done = info["stages"]
+    models = build_models(examples, config)
     if "candidate" in stages and "candidate" not in done:
         epoch = saved_epoch(os.path.join(work, "backup", "candidate"))
         say("training the candidate generator" + (f" (resuming after epoch {epoch})" if epoch else ""))
-        run = train_candidate_generator(examples.builder, config, embeddings, verbose,
-                                        callbacks=_stage_callbacks(work, "candidate", logdir))
-        candidate = run.model
-        _save_stage(work, "candidate", _checkpoint(embeddings, candidate))
-        done["candidate"] = {"epochs": config.candidate_epochs, "train_s": run.train_s,
-                             "history": _history(candidate), "resumed_after_epoch": epoch}
+        figures = fit_candidate_generator(models, examples, config, verbose,
+                                          callbacks=_stage_callbacks(work, "candidate", logdir))
+        _save_stage(work, "candidate", models)
+        done["candidate"] = {"epochs": config.candidate_epochs, **figures, "resumed_after_epoch": epoch}
         done.pop("ranker", None)  # a new candidate generator invalidates an older ranker
         _write_json(os.path.join(work, "run.json"), info)
         shutil.rmtree(os.path.join(work, "backup", "candidate"), ignore_errors=True)
     else:
-        candidate = restore_candidate(work, examples, embeddings, config)
+        _restore_into(models, examples, work, "candidate")
     if "ranker" not in stages:
         return
     epoch = saved_epoch(os.path.join(work, "backup", "ranker"))
     say("training the ranker" + (f" (resuming after epoch {epoch})" if epoch else ""))
-    add_retrieval_scores(candidate, examples)
-    embeddings.adapt_continuous(retrieval_score=examples.rank_train["retrieval_score"])
-    ranker = Ranker(config.ranker, embeddings)
-    ranker.compile(optimizer=tf.keras.optimizers.Adam(config.ranker.learning_rate))
-    started = time.perf_counter()
-    history = train_ranker(ranker, examples.rank_train, examples.rank_calibration, config.ranker_epochs,
-                           config.batch_size, config.seed, verbose, callbacks=_stage_callbacks(work, "ranker", logdir))
-    _save_stage(work, "ranker", _checkpoint(embeddings, candidate, ranker))
-    done["ranker"] = {"epochs": config.ranker_epochs, "train_s": time.perf_counter() - started,
-                      "history": {k: [float(x) for x in v] for k, v in history.history.items()},
-                      "resumed_after_epoch": epoch}
+    figures = fit_ranker(models, examples, config, verbose, callbacks=_stage_callbacks(work, "ranker", logdir))
+    _save_stage(work, "ranker", models)
+    done["ranker"] = {"epochs": config.ranker_epochs, **figures, "resumed_after_epoch": epoch}
     _write_json(os.path.join(work, "run.json"), info)
 
 
 def _resumable(work: str) -> bool:
-    return os.path.isdir(os.path.join(work, "checkpoints")) or any(
-        saved_epoch(os.path.join(work, "backup", s)) for s in STAGES)
+    """Whether a partial run holds anything worth resuming from (built examples count: they
+    may have taken longest)."""
+    return (os.path.isdir(os.path.join(work, "checkpoints")) or is_example_set(os.path.join(work, EXAMPLES_SUBDIR))
+            or any(saved_epoch(os.path.join(work, "backup", s)) for s in STAGES))
 
 
 def _progress(work: str) -> str:
     done = list(read_info(work)["stages"])
     parts = [f"stage {s} finished" for s in done]
+    if is_example_set(os.path.join(work, EXAMPLES_SUBDIR)):
+        parts.insert(0, "the examples")
     for s in STAGES:
         epoch = saved_epoch(os.path.join(work, "backup", s))
         if epoch and s not in done:
             parts.append(f"{s} epoch {epoch}")
-    return ", ".join(parts) or "nothing"
+    return ", ".join(parts) or "nothing trained yet"
 
 
 def _first_difference(a: dict, b: dict, keys=None, prefix: str = "") -> str | None:
@@ -334,45 +347,33 @@ def _existing_run(run_dir: str) -> dict:
     return read_info(run_dir)
 
 
-def _check_data(info: dict, digest: str, embeddings: FeatureEmbeddings, directory: str) -> None:
-    if info["data_fingerprint"] != digest:
-        raise RunError(f"the data differs from the data the run at {directory} was trained on "
-                       f"({info['data']}, fingerprint {info['data_fingerprint'][:12]})")
-    with open(os.path.join(directory, "vocabularies.json")) as f:
-        saved = json.load(f)
-    for name, vocabulary in embeddings.vocabularies.items():
-        if saved.get(name) != list(vocabulary):
-            raise RunError(f"the data gives a different {name!r} vocabulary than the run at {directory}")
-
-
 # --------------------------------------------------------------------------------------------
 # Loading
 
 
-def _one_row(examples: dict) -> dict:
-    return {k: v[:1] for k, v in examples.items()}
+def _create_variables(models: Models, examples: ExampleSet, ranker: bool) -> None:
+    """Calls the models once, so that every variable exists to restore into."""
+    batch = next(iter(dataset(examples, "retrieval", "train", 1, features=candidate_features(models.embeddings))))
+    models.candidate.user_tower(batch)
+    if ranker:
+        page = next(iter(dataset(examples, "ranking", "fit", 1, features=ranking_features(models.embeddings))))
+        if models.ranker.config.use_retrieval_score:
+            page["retrieval_score"] = tf.zeros(tf.shape(page["video_id"]), tf.float32)
+        models.ranker(page)
 
 
-def restore_candidate(directory: str, examples: Examples, embeddings: FeatureEmbeddings,
-                      config: TrainConfig) -> CandidateGenerator:
-    """The candidate generator as its stage left it (before any ranker fine-tuning)."""
-    candidate = CandidateGenerator(config.candidate, embeddings)
-    candidate.user_tower(as_tensors(_one_row(examples.train)))  # create the variables to restore into
-    _restore(_checkpoint(embeddings, candidate), directory, "candidate")
-    return candidate
-
-
-def _restore(checkpoint: tf.train.Checkpoint, directory: str, stage: str) -> None:
-    status = checkpoint.read(os.path.join(directory, "checkpoints", stage, "model"))
+def _restore_into(models: Models, examples: ExampleSet, directory: str, stage: str) -> None:
+    _create_variables(models, examples, ranker=stage == "ranker")
+    status = _checkpoint(models, stage).read(os.path.join(directory, "checkpoints", stage, "model"))
     status.assert_existing_objects_matched()  # every variable of the rebuilt models got its value
     status.expect_partial()  # the optimizer's slots are saved too; evaluation and export need none
 
 
-def load_run(run_dir: str, data_dir: str | None = None, say=print) -> LoadedRun:
-    """Rebuilds a finished run's models from its config and data and restores their variables.
+def load_run(run_dir: str, examples_path: str | None = None, say=print) -> LoadedRun:
+    """Rebuilds a finished run's models from its config and examples and restores their variables.
 
-    `data_dir` overrides the recorded data directory (e.g. after moving the data); it must hold
-    the same data (fingerprint and vocabularies are checked).
+    `examples_path` overrides where the examples are (e.g. after moving them); they must be the
+    same examples (their fingerprint is checked).
     """
     run_dir = os.path.abspath(run_dir)
     if not os.path.isdir(run_dir):
@@ -381,27 +382,19 @@ def load_run(run_dir: str, data_dir: str | None = None, say=print) -> LoadedRun:
         raise RunError(f"run directory {run_dir} does not exist{hint}")
     info = _existing_run(run_dir)
     if info.get("format") != FORMAT:
-        raise RunError(f"{run_dir}: run format {info.get('format')!r}, this version reads {FORMAT}")
+        raise RunError(f"{run_dir}: run format {info.get('format')!r}, this version reads {FORMAT}; train it again")
     if "candidate" not in info["stages"]:
         raise RunError(f"{run_dir} has no trained stage")
     config = read_config(run_dir)
-    data_dir = data_dir or info["data"]
-    log = datadir.read_dataset(data_dir)
-    datadir.say_notes(log, say)
-    examples, embeddings = prepare(log, config)
-    _check_data(info, datadir.fingerprint(data_dir), embeddings, run_dir)
-    candidate = CandidateGenerator(config.candidate, embeddings)
-    candidate.user_tower(as_tensors(_one_row(examples.train)))
-    ranker = None
-    if "ranker" in info["stages"]:
-        # Variables first, values second: the ranker's quantiles and layers exist once it has
-        # scored a row (its retrieval score is a placeholder until the restored generator's).
-        ranker = Ranker(config.ranker, embeddings)
-        row = _one_row(examples.rank_train)
-        row.update(example_age_s=np.zeros(1, np.float32), retrieval_score=np.zeros(1, np.float32))
-        ranker(as_tensors(row))
-        _restore(_checkpoint(embeddings, candidate, ranker), run_dir, "ranker")
-        add_retrieval_scores(candidate, examples)
-    else:
-        _restore(_checkpoint(embeddings, candidate), run_dir, "candidate")
-    return LoadedRun(run_dir, config, info, log, examples, embeddings, candidate, ranker)
+    if examples_path:
+        info = dict(info, own_examples=False, examples=os.path.abspath(examples_path))
+    examples = ExampleSet(examples_dir(run_dir, info))
+    if examples.fingerprint() != info.get("examples_fingerprint"):
+        raise RunError(f"the examples at {examples.directory} differ from those the run at {run_dir} was trained on")
+    for table, note in examples.notes.items():
+        if table in ("searches", "impressions"):
+            say(f"{examples.name} {table}: {note}")
+    models = build_models(examples, config)
+    has_ranker = "ranker" in info["stages"]
+    _restore_into(models, examples, run_dir, "ranker" if has_ranker else "candidate")
+    return LoadedRun(run_dir, config, info, examples, models, has_ranker)

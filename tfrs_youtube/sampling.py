@@ -19,6 +19,11 @@ of Yi et al., B p_j is replaced by its estimate of P(j in a batch), as in the pa
 TFRS clips the probability it is given into [1e-6, 1], and B p_j passes 1 for any video in more
 than one batch in B; so the model hands it Q_j / (B + M), the chance that one draw of the set is j.
 Dividing every column by the same number shifts a row's logits equally, which a softmax ignores.
+
+Drawing the M negatives must not cost what the corpus is large (`tf.random.categorical` over V
+logits does): `NegativeSampler` draws from q by Walker's alias method, two gathers per draw from
+tables of V + 1 entries built once, and Q's parts are gathered from variables, so no size-V
+constant sits in the training step and no step reads a whole size-V tensor.
 """
 
 from __future__ import annotations
@@ -27,17 +32,13 @@ import numpy as np
 import tensorflow as tf
 
 
-def background_probabilities(video_vocabulary: list[str], labels: np.ndarray) -> np.ndarray:
-    """p over the video table's indices (0 = out of vocabulary): label frequency, add-one smoothed.
-
-    Smoothing keeps log Q finite for videos never seen as a label, which can still be sampled.
-    """
-    index = {v: i + 1 for i, v in enumerate(video_vocabulary)}
-    counts = np.ones(len(video_vocabulary) + 1, np.float64)
-    counts[0] = 0.0
-    known = np.fromiter((index.get(v, 0) for v in labels), np.int64, len(labels))
-    np.add.at(counts, known[known > 0], 1.0)
-    return (counts / counts.sum()).astype(np.float32)
+def background_probabilities(label_counts: np.ndarray) -> np.ndarray:
+    """p over the video table's indices (0 = unknown, never a label) from the training labels'
+    counts per index, add-one smoothed: log Q stays finite for videos never seen as a label,
+    which can still be sampled."""
+    smoothed = np.asarray(label_counts, np.float64) + 1.0
+    smoothed[0] = 0.0
+    return (smoothed / max(smoothed.sum(), 1.0)).astype(np.float32)
 
 
 def uniform_probabilities(vocabulary_size: int) -> np.ndarray:
@@ -45,6 +46,54 @@ def uniform_probabilities(vocabulary_size: int) -> np.ndarray:
     q = np.full(vocabulary_size + 1, 1.0 / max(vocabulary_size, 1), np.float32)
     q[0] = 0.0
     return q
+
+
+def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table of a distribution (Vose's construction, O(n)): `accept[i]` and
+    `alias[i]` such that drawing a column i uniformly, then keeping i with probability
+    `accept[i]` and taking `alias[i]` otherwise, draws i with probability `probabilities[i]`."""
+    p = np.asarray(probabilities, np.float64)
+    if p.ndim != 1 or not len(p) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
+        raise ValueError("alias_table needs a non-empty vector of finite, non-negative probabilities with a "
+                         "positive sum")
+    n = len(p)
+    scaled = p * (n / p.sum())
+    accept = np.ones(n, np.float64)
+    alias = np.arange(n, dtype=np.int64)
+    small = [int(i) for i in np.flatnonzero(scaled < 1.0)]
+    large = [int(i) for i in np.flatnonzero(scaled >= 1.0)]
+    while small and large:
+        s, g = small.pop(), large[-1]
+        accept[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        if scaled[g] < 1.0:
+            small.append(large.pop())
+    # What is left is 1 up to rounding: kept whole.
+    return accept.astype(np.float32), alias
+
+
+class NegativeSampler(tf.Module):
+    """Draws sampled negatives from a distribution q over the video table's indices in time that
+    does not grow with the corpus (Walker's alias method, the tables held in variables).
+
+    Draws are seeded by the global seed (`tf.keras.utils.set_random_seed`).
+
+    Args:
+      probabilities: q over the table's indices (index 0, unknown, should have probability 0).
+    """
+
+    def __init__(self, probabilities: np.ndarray, name: str = "negative_sampler"):
+        super().__init__(name=name)
+        accept, alias = alias_table(probabilities)
+        self.size = len(accept)
+        self.accept = tf.Variable(accept, trainable=False, name="accept")
+        self.alias = tf.Variable(alias, trainable=False, name="alias")
+
+    def sample(self, num: int) -> tf.Tensor:
+        """`num` draws (int64 indices) from q, with replacement."""
+        column = tf.random.uniform([num], 0, self.size, dtype=tf.int64)
+        coin = tf.random.uniform([num])
+        return tf.where(coin < tf.gather(self.accept, column), column, tf.gather(self.alias, column))
 
 
 def expected_in_batch(p: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:

@@ -1,10 +1,12 @@
 """Serving: one graph from a raw request to ranked videos (paper Figure 2).
 
-`TwoStageRecommender` composes the trained models: the user tower gives the user vector, ScaNN
-retrieves the top-N videos by dot product (sublinear in the corpus), each candidate's ranking
-features are derived inside the graph from the request (time since the user last watched its
-topic, how often it was shown lately, its age), the ranker scores them, and the top-K by expected
-watch time come out. No preprocessing happens outside the graph.
+`TwoStageRecommender` composes the trained models: the request's ids become vocabulary indices
+(`FeatureEmbeddings.encode`, the only step training does not repeat: its examples hold indices
+already), the user tower gives the user vector, ScaNN retrieves the top-N videos by dot product
+(sublinear in the corpus), and the ranker scores them with the call it was trained with: each
+candidate's features (time since the user last watched its topic, how often it was shown in the
+window, its age) come from the same `CandidateFeatures` layer that read its training pages.
+The top-K by expected watch time come out. No preprocessing happens outside the graph.
 
 Two variants share everything but the index: `index="scann"` (ScaNN's ops, sublinear; needs a
 TF Serving built with them) and `index="exact"`, the portable twin (TFRS's brute-force layer:
@@ -19,35 +21,26 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.candidate import NORMALIZED_EXAMPLE_AGE, CandidateGenerator
-from tfrs_youtube.data.examples import IMPRESSION_WINDOW_S, NEVER_WATCHED_S
 from tfrs_youtube.index import DIMENSIONS_PER_BLOCK, TRAINING_ITERATIONS, scann_settings, store_in_leaf_order
 from tfrs_youtube.ranking import Ranker
 
-# The request: batch dimension first; histories padded with "" (their ages then ignored).
-REQUEST_SIGNATURE = {
-    "watch_history": tf.TensorSpec([None, None], tf.string, name="watch_history"),
-    "watch_ages_s": tf.TensorSpec([None, None], tf.float32, name="watch_ages_s"),
-    "search_tokens": tf.TensorSpec([None, None], tf.string, name="search_tokens"),
-    "impression_history": tf.TensorSpec([None, None], tf.string, name="impression_history"),
-    "impression_ages_s": tf.TensorSpec([None, None], tf.float32, name="impression_ages_s"),
-    "country": tf.TensorSpec([None], tf.string, name="country"),
-    "language": tf.TensorSpec([None], tf.string, name="language"),
-    "gender": tf.TensorSpec([None], tf.string, name="gender"),
-    "device": tf.TensorSpec([None], tf.string, name="device"),
-    "age": tf.TensorSpec([None], tf.float32, name="age"),
-    "request_time": tf.TensorSpec([None], tf.float64, name="request_time"),
-}
+def request_signature(user_fields: tuple[str, ...]) -> dict[str, tf.TensorSpec]:
+    """The request: batch dimension first; histories most recent first, padded with "" (their
+    ages then ignored), as `features.contract.RequestContract` describes."""
+    strings = lambda name, rank=1: tf.TensorSpec([None] * rank, tf.string, name=name)  # noqa: E731
+    numbers = lambda name, rank=1, dtype=tf.float32: tf.TensorSpec([None] * rank, dtype, name=name)  # noqa: E731
+    return {
+        "watch_history": strings("watch_history", 2), "watch_ages_s": numbers("watch_ages_s", 2),
+        "search_tokens": strings("search_tokens", 2),
+        "impression_history": strings("impression_history", 2), "impression_ages_s": numbers("impression_ages_s", 2),
+        **{name: strings(name) for name in user_fields},
+        "age": numbers("age"), "request_time": numbers("request_time", dtype=tf.float64),
+    }
 
-
-# The inputs the user tower reads: all that `retrieve` and `user_embedding` take. (Every input a
-# signature takes costs something per request, read or not: at 1M videos, taking the whole
-# request made `retrieve` about 8% slower.)
-USER_INPUTS = ("watch_history", "search_tokens", "country", "language", "gender", "device", "age")
 
 INDEXES = ("scann", "exact")
 # Inputs that are numbers: finite, and (ages, times) never negative.
@@ -137,57 +130,47 @@ class ServingConfig:
                              f"num_candidates={self.num_candidates}")
 
 
-class VideoCatalog(tf.Module):
-    """Per-video facts the ranker needs at serving (topic, language, upload time), as lookups."""
-
-    def __init__(self, videos: pd.DataFrame):
-        super().__init__(name="video_catalog")
-        ids = tf.constant(videos["video_id"].astype(str).to_numpy())
-
-        def table(values, default):
-            return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(ids, values), default)
-
-        self.topic = table(tf.constant(videos["topic"].astype(str).to_numpy()), "")
-        self.language = table(tf.constant(videos["language"].astype(str).to_numpy()), "")
-        self.upload_time = table(tf.constant(videos["upload_time"].to_numpy(np.float64)), tf.constant(0.0, tf.float64))
-
-
 class TwoStageRecommender(tf.Module):
     """Raw request -> ScaNN top-N -> ranker -> top-K videos with expected watch times.
 
     Args:
       candidate_generator: a trained `CandidateGenerator`.
       ranker: a trained `Ranker` (sharing the candidate generator's embeddings).
-      videos: the videos table (the corpus and its catalog facts).
       config: a `ServingConfig`.
+      corpus_ids, video_vectors: the corpus to retrieve from and its vectors; by default the
+        video table's vocabulary and the candidate generator's vectors of it (a corpus extended
+        beyond the trained table gives both; its extra ids are unknown videos to the ranker).
     """
 
-    def __init__(self, candidate_generator: CandidateGenerator, ranker: Ranker, videos: pd.DataFrame,
-                 config: ServingConfig | None = None, video_vectors: np.ndarray | tf.Tensor | None = None):
+    def __init__(self, candidate_generator: CandidateGenerator, ranker: Ranker, config: ServingConfig | None = None,
+                 corpus_ids: np.ndarray | None = None, video_vectors: np.ndarray | tf.Tensor | None = None):
         super().__init__(name="two_stage_recommender")
         self.config = config or ServingConfig()
         # Not tracked as an attribute: the generator also holds its validation dataset (for
         # FactorizedTopK), which a SavedModel cannot and need not contain. The video table it
         # reads is the ranker's (shared), so the export has it anyway.
         self._video_vectors = candidate_generator.video_vectors
-        self._twin = lambda twin_config: TwoStageRecommender(candidate_generator, ranker, videos, twin_config,
-                                                             video_vectors=self._vectors)
         self.user_tower = candidate_generator.user_tower
+        self.embeddings = ranker.embeddings
         self._normalized_example_age = tf.constant(
-            self.user_tower.embeddings.normalized("example_age_s", tf.zeros([1])).numpy())
+            self.embeddings.normalized("example_age_s", tf.zeros([1])).numpy())
         self.ranker = ranker
-        self.catalog = VideoCatalog(videos)
-        ids = videos["video_id"].astype(str).to_numpy()
-        # The corpus' vectors: the candidate generator's, unless given (e.g. a corpus extended
-        # beyond the trained table, whose extra ids the ranker sees as out of vocabulary).
-        vectors = candidate_generator.video_vectors(tf.constant(ids)) if video_vectors is None else tf.constant(
-            video_vectors, tf.float32)
+        vocabulary = self.embeddings.video.vocabulary
+        ids = np.asarray(vocabulary if corpus_ids is None else corpus_ids).astype(str)
+        if video_vectors is None:
+            index = self.embeddings.video.indices(tf.constant(ids)) if corpus_ids is not None else tf.range(
+                1, len(ids) + 1, dtype=tf.int64)
+            vectors = candidate_generator.video_vectors(index)
+        else:
+            vectors = tf.constant(video_vectors, tf.float32)
         n = len(ids)
         if vectors.shape[0] != n:
             raise ValueError(f"video_vectors has {vectors.shape[0]} rows for {n} videos")
         if self.config.num_candidates > n:
             raise ValueError(f"num_candidates {self.config.num_candidates} exceeds the corpus ({n} videos)")
         self._vectors = vectors  # kept (untracked) to build the portable twin without recomputing
+        self._twin = lambda twin_config: TwoStageRecommender(candidate_generator, ranker, twin_config, ids,
+                                                             video_vectors=self._vectors)
         if self.config.index == "scann":
             settings = scann_settings(n, self.config.num_candidates, self.config.num_leaves,
                                       self.config.leaves_to_search, self.config.reorder)
@@ -205,18 +188,19 @@ class TwoStageRecommender(tf.Module):
         self.index.index(vectors, tf.constant(ids))
         if self.config.index == "scann":
             store_in_leaf_order(self.index)  # before any search: see its docstring
-        # The request: the standard inputs plus the extra user features the models were built with.
-        self.extra_user_features = ranker.embeddings.extra_user_features
-        self.request_signature = dict(REQUEST_SIGNATURE, **{
-            name: tf.TensorSpec([None], tf.string, name=name) for name in self.extra_user_features})
+        # The request: the contract's histories, the user fields the models were built with.
+        self.contract = self.embeddings.contract
+        self.request_signature = request_signature(self.embeddings.user_fields)
         self.rank_signature = dict(self.request_signature, **{
             CANDIDATES_INPUT: tf.TensorSpec([None, None], tf.string, name=CANDIDATES_INPUT)})
-        self.user_signature = {name: self.request_signature[name]
-                               for name in USER_INPUTS + tuple(self.extra_user_features)}
+        self.user_signature = {name: self.request_signature[name] for name in self.user_tower.request_inputs()}
         self.recommend = tf.function(self._recommend, input_signature=[self.request_signature])
         self.retrieve = tf.function(self._retrieve, input_signature=[self.user_signature])
         self.rank = tf.function(self._rank, input_signature=[self.rank_signature])
         self.user_embedding = tf.function(self._user_embedding, input_signature=[self.user_signature])
+        # Not a signature: the ranking features the served graph derives for the request's
+        # candidates, for checking them against training's (tests/test_parity.py).
+        self.candidate_features = tf.function(self._candidate_features, input_signature=[self.rank_signature])
         self.corpus_ids = ids  # numpy, not tracked: the index holds its own copy
         self.index_settings = settings
 
@@ -239,57 +223,31 @@ class TwoStageRecommender(tf.Module):
         """The part of a whole request that `retrieve` and `user_embedding` take."""
         return {name: request[name] for name in self.user_signature}
 
-    def user_features(self, request: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """The user tower's inputs from a request: a request stands for now, so example age 0."""
-        batch = tf.shape(request["country"])[0]
+    def user_features(self, encoded: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The user tower's inputs from an encoded request: a request stands for now, so example
+        age 0."""
+        batch = tf.shape(encoded["watch_history"])[0]
         return {
-            **self.user_request(request),
+            **{name: encoded[name] for name in self.user_signature},
             # At serving every request is "now": example age 0, whose normalised features are
             # constant (computed once in __init__ rather than ~20 ops per request).
             NORMALIZED_EXAMPLE_AGE: tf.broadcast_to(self._normalized_example_age,
                                                     [batch, self._normalized_example_age.shape[-1]]),
         }
 
-    def impression_features(self, request: dict[str, tf.Tensor], candidates: tf.Tensor,
-                            retrieval_scores: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Each candidate's own ranking features, [batch * N] rows, derived from the request (the
-        user's features stay one row per request: `Ranker.score_candidates`)."""
-        history = request["watch_history"]
-        watched = history != ""
-        # Time since the user last watched each candidate's topic, within the given history.
-        same_topic = tf.equal(self.catalog.topic.lookup(candidates)[:, :, None],
-                              self.catalog.topic.lookup(history)[:, None, :]) & watched[:, None, :]
-        ages = tf.where(same_topic, request["watch_ages_s"][:, None, :], np.inf)
-        since_topic = tf.reduce_min(ages, axis=-1)
-        since_topic = tf.where(tf.math.is_finite(since_topic), since_topic, NEVER_WATCHED_S)
-        # Impressions of the candidate in the recent window.
-        shown = tf.equal(candidates[:, :, None], request["impression_history"][:, None, :]) & (
-            request["impression_ages_s"][:, None, :] < IMPRESSION_WINDOW_S)
-        previous = tf.reduce_sum(tf.cast(shown, tf.float32), axis=-1)
-        video_age = tf.maximum(request["request_time"][:, None] - self.catalog.upload_time.lookup(candidates), 0.0)
-
-        flat = lambda x: tf.reshape(x, [-1])  # noqa: E731
-        return {
-            "video_id": flat(candidates),
-            "video_language": flat(self.catalog.language.lookup(candidates)),
-            "time_since_topic_watch_s": flat(since_topic),
-            "previous_impressions": flat(previous),
-            "video_age_s": flat(tf.cast(video_age, tf.float32)),
-            "retrieval_score": flat(retrieval_scores),
-        }
-
-    def _ranked(self, request, candidates, retrieval_scores, k):
+    def _ranked(self, request, encoded, candidates, retrieval_scores, k):
         """Ranks [batch, n] candidates by expected watch time; returns the top k of them.
 
-        Already-watched candidates and "" padding are never ranked above a real one and get an
-        expected watch time of 0 (with `rank` they are kept, last; the full chain drops them).
+        Already-watched candidates, "" padding and ids outside the served catalog (nothing is
+        known of them: no upload time, topic or language to score them by) are never ranked above
+        a real one and get an expected watch time of 0 (with `rank` they are kept, last; the full
+        chain drops them).
         """
-        batch, n = tf.shape(candidates)[0], tf.shape(candidates)[1]
-        logits = self.ranker.score_candidates(request, self.impression_features(request, candidates, retrieval_scores),
-                                              n)
-        logits = tf.reshape(logits, [batch, n])
+        n = tf.shape(candidates)[1]
+        index = self.embeddings.video.indices(candidates)
+        logits = self.ranker(dict(encoded, video_id=index, retrieval_score=retrieval_scores))
         already = tf.reduce_any(tf.equal(candidates[:, :, None], request["watch_history"][:, None, :]), axis=-1)
-        excluded = already | tf.equal(candidates, "")
+        excluded = already | tf.equal(index, 0)
         logits = tf.where(excluded, tf.float32.min, logits)
         # An empty batch retrieves no columns: answer it with empty lists rather than fail.
         top_logits, top = tf.math.top_k(logits, k=tf.minimum(k, n))
@@ -302,30 +260,37 @@ class TwoStageRecommender(tf.Module):
     def _recommend(self, request):
         """The whole chain; the `serving_default` signature."""
         request = validate_request(request, self.request_signature)
-        user_vector = self.user_tower(self.user_features(request))
+        encoded = self.embeddings.encode(request)
+        user_vector = self.user_tower(self.user_features(encoded))
         retrieval_scores, candidates = self.index(user_vector)
-        return self._ranked(request, candidates, retrieval_scores, self.config.k)
+        return self._ranked(request, encoded, candidates, retrieval_scores, self.config.k)
 
     def _retrieve(self, request):
         """Candidates only: the index's top-N for the user vector (the user tower's inputs only)."""
         request = validate_request(request, self.user_signature)
-        scores, ids = self.index(self.user_tower(self.user_features(request)))
+        scores, ids = self.index(self.user_tower(self.user_features(self.embeddings.encode(request))))
         return {"video_ids": ids, "retrieval_scores": scores}
 
     def _rank(self, request):
         """Ranks the request's `candidate_ids` ([batch, M], "" pads) by expected watch time; all M
         come back, best first, with their retrieval scores u·v (0 for unknown ids)."""
         request = validate_request(request, self.rank_signature)
+        encoded = self.embeddings.encode(request)
         candidates = request[CANDIDATES_INPUT]
-        user_vector = self.user_tower(self.user_features(request))
-        vectors = self._video_vectors(candidates)
-        retrieval_scores = tf.einsum("bd,bmd->bm", user_vector, vectors)
-        return self._ranked(request, candidates, retrieval_scores, tf.shape(candidates)[1])
+        user_vector = self.user_tower(self.user_features(encoded))
+        retrieval_scores = tf.einsum("bd,bmd->bm", user_vector, self._video_vectors(encoded[CANDIDATES_INPUT]))
+        return self._ranked(request, encoded, candidates, retrieval_scores, tf.shape(candidates)[1])
 
     def _user_embedding(self, request):
         """The user vector u (the user tower's inputs only)."""
         request = validate_request(request, self.user_signature)
-        return {"user_embedding": self.user_tower(self.user_features(request))}
+        return {"user_embedding": self.user_tower(self.user_features(self.embeddings.encode(request)))}
+
+    def _candidate_features(self, request):
+        """The ranker's derived features of the request's `candidate_ids`, [batch, M] each."""
+        request = validate_request(request, self.rank_signature)
+        encoded = self.embeddings.encode(request)
+        return self.embeddings.candidate_features(encoded, encoded[CANDIDATES_INPUT])
 
     def signatures(self) -> dict:
         return {

@@ -1,8 +1,18 @@
-"""Training both stages on one event log, and the figures that say how well they did.
+"""The one trainer: an examples folder and a `TrainConfig` in, both stages trained.
 
-`train_two_stage` is the library's main job: examples from the log, shared embeddings, the
-candidate generator, the ranker, the served chain, and an evaluation of each on held-out later
-events next to the baselines a user would otherwise pick (chance, most popular).
+Every caller trains through here: the CLI's runs (`runs.train_run`, with checkpoints and
+resumption as callbacks), the demo and `train_two_stage`, the benchmarks and the examples. The
+steps, in order:
+
+1. `build_models`: the shared `FeatureEmbeddings` from the examples' vocabularies and catalog,
+   its quantile normalisers adapted on a sample of the training examples (one pass, bounded),
+   the candidate generator and the ranker, every seed derived from `TrainConfig.seed`;
+2. `fit_candidate_generator`: `model.fit` on the retrieval shards, validated on the next watches;
+3. `fit_ranker`: `model.fit` on the fitted pages, early-stopped and calibrated on the
+   calibration pages.
+
+Models read examples as they stream from the shards (`inputs.dataset`), so memory does not grow
+with the log.
 """
 
 from __future__ import annotations
@@ -12,24 +22,29 @@ import json
 import time
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
-from tfrs_youtube.data.examples import ExampleBuilder, ExampleConfig
-from tfrs_youtube.data.schema import EventLog
-from tfrs_youtube.evaluation import (DEFAULT_KS, auc, calibration_deciles, evaluate_popularity, evaluate_random,
-                                     evaluate_retrieval, max_calibration_error, observed_watch_time,
-                                     weighted_per_user_loss)
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
-from tfrs_youtube.pipeline import as_tensors, predict, to_dataset, to_page_dataset
-from tfrs_youtube.ranking import Ranker, RankerConfig
-from tfrs_youtube.serving import ServingConfig, TwoStageRecommender
+from tfrs_youtube.inputs import dataset
+from tfrs_youtube.optimizers import model_optimizer
+from tfrs_youtube.pipeline.config import ExampleConfig
+from tfrs_youtube.pipeline.example_set import ExampleSet, ExamplesError
+from tfrs_youtube.ranking import IMPRESSION_CONTINUOUS, RETRIEVAL_SCORE, Ranker, RankerConfig
+from tfrs_youtube.serving import ServingConfig
+
+# Examples read to adapt the quantile normalisers (each feature's CDF): enough for 100 quantiles
+# to be stable, few enough that adapting costs seconds whatever the size of the log.
+QUANTILE_SAMPLE_EXAMPLES = 200_000
+QUANTILE_SAMPLE_PAGES = 20_000
+EVALUATION_BATCH = 4096
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything that decides a trained system; round-trips through JSON."""
+    """Everything that decides a trained system; round-trips through JSON. `seed` is the one
+    seed: the examples' per-user sampling, every initialiser, the data order and the sampled
+    negatives derive from it."""
 
     examples: ExampleConfig = dataclasses.field(default_factory=ExampleConfig)
     embeddings: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
@@ -44,6 +59,13 @@ class TrainConfig:
     _PARTS = {"examples": ExampleConfig, "embeddings": EmbeddingConfig, "candidate": CandidateConfig,
               "ranker": RankerConfig, "serving": ServingConfig}
 
+    def __post_init__(self):
+        for name in ("candidate_epochs", "ranker_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -54,7 +76,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = dict(data)
         for key, part in cls._PARTS.items():
-            if key in data:
+            if key in data and isinstance(data[key], dict):
                 data[key] = part(**data[key])
         return cls(**data)
 
@@ -64,271 +86,188 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
-class TrainedSystem:
-    """The trained models, the served chain and the evaluation report."""
+class Models:
+    """The shared embeddings and the two models that read them."""
 
-    config: TrainConfig
-    builder: ExampleBuilder
     embeddings: FeatureEmbeddings
-    candidate_generator: CandidateGenerator
+    candidate: CandidateGenerator
     ranker: Ranker
-    recommender: TwoStageRecommender
-    report: dict
 
 
-@dataclasses.dataclass
-class CandidateRun:
-    """A trained candidate generator with the examples it was trained and tested on."""
-
-    model: CandidateGenerator
-    embeddings: FeatureEmbeddings
-    train: dict
-    validation: dict
-    test: dict
-    train_s: float
+# ---------------------------------------------------------------------------------------------
+# Inputs
 
 
-def train_candidate_generator(builder: ExampleBuilder, config: TrainConfig, embeddings: FeatureEmbeddings | None = None,
-                              verbose: int = 1, callbacks: list | None = None) -> CandidateRun:
-    """Fits the candidate generator on the builder's training watches (validation: the next ones).
+def candidate_features(embeddings: FeatureEmbeddings) -> tuple[str, ...]:
+    """What the candidate generator's training and validation read of a retrieval example."""
+    return ("watch_history", "search_tokens", *embeddings.user_fields, "age", "example_age_s", "video_id")
 
-    `callbacks` go to `model.fit` (e.g. checkpoints to resume from, TensorBoard; see `runs`).
-    """
+
+RANKING_FEATURES = ("watch_history", "watch_ages_s", "search_tokens", "impression_history", "impression_ages_s",
+                    "age", "request_time", "video_id", "clicked", "watch_time_s", "impression_mask")
+
+
+def ranking_features(embeddings: FeatureEmbeddings) -> tuple[str, ...]:
+    """What the ranker reads of a page."""
+    return RANKING_FEATURES + tuple(embeddings.user_fields)
+
+
+def pages_per_batch(examples: ExampleSet, batch_size: int) -> int:
+    """Pages in a ranking batch of about `batch_size` impressions."""
+    pages, impressions = examples.num_records("ranking", "fit"), examples.num_impressions("fit")
+    return max(1, round(batch_size * pages / impressions)) if impressions else 1
+
+
+def with_retrieval_scores(pages: tf.data.Dataset, candidate: CandidateGenerator) -> tf.data.Dataset:
+    """Adds u·v, the candidate generator's score of each page's videos as of the page's request
+    (example age 0): a ranking feature (paper 4.1), as the served index hands it over."""
+    def add(batch):
+        user = candidate.user_tower(dict(batch, example_age_s=tf.zeros_like(batch["age"])))
+        return dict(batch, **{RETRIEVAL_SCORE: tf.einsum("bd,bnd->bn", user, candidate.video_vectors(batch["video_id"]))})
+    return pages.map(add)
+
+
+def ranking_dataset(examples: ExampleSet, models: Models, config: TrainConfig, split: str, shuffle: bool = False,
+                    batch_pages: int | None = None) -> tf.data.Dataset:
+    pages = dataset(examples, "ranking", split, batch_pages or pages_per_batch(examples, config.batch_size),
+                    shuffle=shuffle, seed=config.seed, features=ranking_features(models.embeddings))
+    return with_retrieval_scores(pages, models.candidate) if config.ranker.use_retrieval_score else pages
+
+
+def _sample(data: tf.data.Dataset, limit: int, batch_size: int):
+    return data.take(max(1, -(-limit // batch_size)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def build_models(examples: ExampleSet, config: TrainConfig) -> Models:
+    """The embeddings (quantiles adapted on a sample of the training examples), the candidate
+    generator and the ranker, untrained; deterministic in the examples and the config, so that a
+    saved run rebuilds them exactly before restoring their variables."""
+    with examples.reading():
+        return _build_models(examples, config)
+
+
+def _build_models(examples: ExampleSet, config: TrainConfig) -> Models:
+    examples.check(config.examples, config.seed)
+    if examples.num_records("retrieval", "train") == 0:
+        raise ExamplesError(f"{examples.name}: no training examples: every watch is held out (split "
+                            f"{config.examples.split!r}); users need more watches than the held-out ones "
+                            f"(examples in {examples.directory})")
+    seed = config.seed
+    embeddings = FeatureEmbeddings.from_examples(examples, config.embeddings, seed=seed)
+    batch = 8192
+    ages, example_ages = [], []
+    for features in _sample(dataset(examples, "retrieval", "train", batch, shuffle=True, seed=seed,
+                                    features=("age", "example_age_s")), QUANTILE_SAMPLE_EXAMPLES, batch):
+        ages.append(features["age"].numpy())
+        example_ages.append(features["example_age_s"].numpy())
+    embeddings.adapt_continuous(age=np.concatenate(ages), example_age_s=np.concatenate(example_ages))
+    if examples.has_impressions():
+        derived = {name: [] for name in IMPRESSION_CONTINUOUS}
+        pages = dataset(examples, "ranking", "fit", 512, shuffle=True, seed=seed,
+                        features=ranking_features(embeddings))
+        for batch_pages in _sample(pages, QUANTILE_SAMPLE_PAGES, 512):
+            values = embeddings.candidate_features(batch_pages, batch_pages["video_id"])
+            for name in IMPRESSION_CONTINUOUS:
+                derived[name].append(tf.boolean_mask(values[name], batch_pages["impression_mask"]).numpy())
+        embeddings.adapt_continuous(**{name: np.concatenate(v) for name, v in derived.items()})
+    candidate = CandidateGenerator(config.candidate, embeddings, seed=seed)
+    ranker = Ranker(config.ranker, embeddings, seed=seed)
+    ranker.set_known_videos(examples.statistics["ranker_video_counts"])
+    return Models(embeddings, candidate, ranker)
+
+
+def candidate_optimizer(models: Models, config: TrainConfig) -> tf.keras.optimizers.legacy.Optimizer:
+    """Adam on the user tower, sparse updates on the shared tables (`optimizers`)."""
+    return model_optimizer(models.candidate, models.embeddings, config.candidate.learning_rate,
+                           config.candidate.embedding_optimizer)
+
+
+def ranker_optimizer(models: Models, config: TrainConfig) -> tf.keras.optimizers.legacy.Optimizer:
+    return model_optimizer(models.ranker, models.embeddings, config.ranker.learning_rate,
+                           config.ranker.embedding_optimizer)
+
+
+def _fit(model, examples: ExampleSet, train, epochs, verbose, callbacks, **kwargs) -> tf.keras.callbacks.History:
+    with examples.reading():
+        return model.fit(train, epochs=epochs, verbose=verbose, callbacks=list(callbacks or []), **kwargs)
+
+
+def fit_candidate_generator(models: Models, examples: ExampleSet, config: TrainConfig, verbose: int = 1,
+                            callbacks: list | None = None) -> dict:
+    """`model.fit` of the candidate generator on the training watches, validated on the next
+    ones; returns {"train_s", "history"}."""
     tf.keras.utils.set_random_seed(config.seed)
-    train = builder.retrieval_examples("train")
-    validation = builder.retrieval_examples("validation")
-    test = builder.retrieval_examples("test")
-    if len(train["video_id"]) == 0:
-        raise ValueError(f"{builder.log.name}: no training examples: every watch is held out "
-                         f"(split {builder.config.split!r}); users need more watches than the held-out ones")
-    if embeddings is None:
-        embeddings = FeatureEmbeddings.from_examples(builder.log, config.embeddings, label_videos=train["video_id"],
-                                                     example_age_s=train["example_age_s"])
-    model = CandidateGenerator(config.candidate, embeddings)  # samples by the embeddings' label frequencies
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.candidate.learning_rate))
+    model = models.candidate
+    if getattr(model, "optimizer", None) is None:
+        model.compile(optimizer=candidate_optimizer(models, config))
+    features = candidate_features(models.embeddings)
+    train = dataset(examples, "retrieval", "train", config.batch_size, shuffle=True, seed=config.seed,
+                    features=features)
+    validation = None
+    if examples.num_records("retrieval", "validation"):
+        validation = dataset(examples, "retrieval", "validation", EVALUATION_BATCH, features=features)
     started = time.perf_counter()
-    model.fit(to_dataset(train, config.batch_size, shuffle=True, seed=config.seed),
-              validation_data=to_dataset(validation, 4096) if len(validation["video_id"]) else None,
-              epochs=config.candidate_epochs, verbose=verbose, callbacks=list(callbacks or []))
-    return CandidateRun(model, embeddings, train, validation, test, time.perf_counter() - started)
+    history = _fit(model, examples, train, config.candidate_epochs, verbose, callbacks, validation_data=validation)
+    return {"train_s": time.perf_counter() - started, "history": _history(history)}
 
 
-def evaluate_candidates(run: CandidateRun, builder: ExampleBuilder, split: str = "test", ks=DEFAULT_KS,
-                        baselines: bool = True, seed: int = 0, index: str = "exact",
-                        exclude_watched: bool = True) -> dict:
-    """Full-corpus HR/NDCG/MAP@K of a split's targets, each user's whole history excluded (unless
-    `exclude_watched` is False), by exact search or by ScaNN (`index`), with most-popular and
-    chance beside it."""
-    examples = run.test if split == "test" else run.validation
-    item_ids = np.asarray(run.embeddings.video.vocabulary, dtype=object)
-    item_vectors = run.model.video_vectors(tf.constant(item_ids.astype(str))).numpy()
-    user_vectors = predict(run.model.user_tower, examples)
-    exclude = builder.watched(split) if exclude_watched else None
-    report = {"tfrs_youtube": evaluate_retrieval(user_vectors, item_vectors, item_ids, examples["video_id"],
-                                                 exclude, ks, index=index)}
-    if baselines:
-        report["most_popular"] = evaluate_popularity(item_ids, run.train["video_id"], examples["video_id"],
-                                                     exclude, ks)
-        report["random"] = evaluate_random(item_ids, examples["video_id"], exclude, ks, seed=seed)
-    return report
-
-
-@dataclasses.dataclass
-class Examples:
-    """Everything derived from config + data before any fitting: the builder, the candidate
-    generator's training watches, and the ranker's fit / calibration / test impressions."""
-
-    builder: ExampleBuilder
-    train: dict
-    rank_train: dict
-    rank_calibration: dict
-    rank_test: dict
-
-    @property
-    def has_impressions(self) -> bool:
-        return len(self.rank_train["video_id"]) > 0
-
-
-def prepare(log: EventLog, config: TrainConfig) -> tuple[Examples, FeatureEmbeddings]:
-    """The examples and the shared embeddings both stages train from (deterministic in config and
-    log, so a saved run rebuilds them exactly: `runs.load_run`)."""
-    builder = ExampleBuilder(log, config.examples)
-    train = builder.retrieval_examples("train")
-    rank_train_rows, rank_test_rows = builder.impression_split()
-    rank_train_rows, rank_calibration_rows = split_calibration(builder, rank_train_rows,
-                                                               config.ranker.calibration_fraction)
-    examples = Examples(builder, train, builder.ranking_examples(rank_train_rows),
-                        builder.ranking_examples(rank_calibration_rows), builder.ranking_examples(rank_test_rows))
-    continuous = {"example_age_s": train["example_age_s"]}
-    if examples.has_impressions:
-        continuous.update({k: examples.rank_train[k] for k in ("time_since_topic_watch_s", "previous_impressions",
-                                                               "video_age_s")})
-    embeddings = FeatureEmbeddings.from_examples(log, config.embeddings, label_videos=train["video_id"], **continuous)
-    return examples, embeddings
-
-
-def add_retrieval_scores(candidate: CandidateGenerator, examples: Examples) -> None:
-    """The candidate generator's score of each impression, as of the impression (a request, so
-    example age 0): one of the ranker's features (paper 4.1)."""
-    item_ids = np.asarray(candidate.embeddings.video.vocabulary, dtype=object)
-    item_vectors = candidate.video_vectors(tf.constant(item_ids.astype(str))).numpy()
-    vectors = dict(zip(item_ids, item_vectors))
-    for part in (examples.rank_train, examples.rank_calibration, examples.rank_test):
-        if len(part["video_id"]) and "retrieval_score" not in part:
-            part["example_age_s"] = np.zeros(len(part["video_id"]), np.float32)
-            users = predict(candidate.user_tower, part)
-            part["retrieval_score"] = np.einsum(
-                "ij,ij->i", users, np.stack([vectors[v] for v in part["video_id"]])).astype(np.float32)
-
-
-def train_two_stage(log: EventLog, config: TrainConfig | None = None, verbose: int = 1) -> TrainedSystem:
-    """Trains candidate generation and ranking on `log` and evaluates them on later events."""
-    config = config or TrainConfig()
-    say = print if verbose else (lambda *a, **k: None)
-    examples, embeddings = prepare(log, config)
-    builder, train = examples.builder, examples.train
-    rank_train, rank_calibration, rank_test = examples.rank_train, examples.rank_calibration, examples.rank_test
-    say(f"examples: {len(train['video_id'])} train watches; {len(rank_train['video_id'])} train / "
-        f"{len(rank_calibration['video_id'])} calibration / {len(rank_test['video_id'])} test impressions")
-
-    report: dict = {"dataset": log.name, "users": len(log.users), "videos": len(log.videos)}
-    say("training the candidate generator")
-    run = train_candidate_generator(builder, config, embeddings, verbose)
-    candidate, train, test = run.model, run.train, run.test
-    report["candidate_train_s"] = run.train_s
-    report["retrieval"] = evaluate_candidates(run, builder, seed=config.seed)
-    item_ids = np.asarray(embeddings.video.vocabulary, dtype=object)
-    user_vectors = predict(candidate.user_tower, test)
-    add_retrieval_scores(candidate, examples)
-    if examples.has_impressions:
-        embeddings.adapt_continuous(retrieval_score=rank_train["retrieval_score"])
-
-    say("training the ranker")
-    ranker = Ranker(config.ranker, embeddings)
-    ranker.compile(optimizer=tf.keras.optimizers.Adam(config.ranker.learning_rate))
-    if examples.has_impressions:
-        started = time.perf_counter()
-        train_ranker(ranker, rank_train, rank_calibration, config.ranker_epochs, config.batch_size, config.seed,
-                     verbose)
-        report["ranker_train_s"] = time.perf_counter() - started
-        report["ranking"] = ranking_report(ranker, rank_test, train["video_id"])
-
-    say("building the ScaNN index")
-    recommender = TwoStageRecommender(candidate, ranker, log.videos, config.serving)
-    report["two_stage"] = two_stage_report(recommender, builder, test, train["video_id"], item_ids)
-    report["scann"] = dict(recommender.index_settings, recall_at_n=recommender.index_recall(user_vectors[:1000]))
-    return TrainedSystem(config, builder, embeddings, candidate, ranker, recommender, report)
-
-
-def split_calibration(builder: ExampleBuilder, rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Training impression rows -> (fit rows, calibration rows): the latest `fraction` of them
-    (by time) are held out from fitting, to pick the epoch and to calibrate exp(logit)."""
-    if fraction <= 0 or len(rows) == 0:
-        return rows, rows[:0]
-    times = builder.impression_time[rows]
-    cut = np.quantile(times, 1.0 - fraction)
-    return rows[times < cut], rows[times >= cut]
-
-
-def train_ranker(ranker: Ranker, train: dict[str, np.ndarray], calibration: dict[str, np.ndarray] | None,
-                 epochs: int, batch_size: int = 512, seed: int = 0, verbose: int = 1,
-                 callbacks: list | None = None) -> tf.keras.callbacks.History:
-    """`model.fit` on impressions, validated on the calibration slice with the paper's metric.
+def fit_ranker(models: Models, examples: ExampleSet, config: TrainConfig, verbose: int = 1,
+               callbacks: list | None = None) -> dict:
+    """`model.fit` of the ranker on the fitted pages, validated on the calibration pages with the
+    paper's metric.
 
     Keeps the epoch with the lowest validation weighted per-user loss (early stopping with
-    patience 1), then fits the watch-time calibration on the same slice. The slice must be held
-    out from `train` (see `split_calibration`); without one, all `epochs` run uncalibrated.
+    patience 1), then fits the watch-time calibration on the same pages. Without a calibration
+    slice (`ExampleConfig.calibration_fraction` 0), all epochs run uncalibrated.
     """
-    tf.keras.utils.set_random_seed(seed)
-    # The ranker knows the videos it fits on (shown, or watched before a fitted impression); the
-    # calibration slice's new videos stay unknown to it, as videos uploaded after training will be.
-    # (pd.unique hashes; np.unique would sort the tens of millions of history entries.)
-    seen = pd.unique(np.r_[np.asarray(train["video_id"], dtype=object),
-                           np.asarray(train["watch_history"], dtype=object).ravel()])
-    ranker.set_known_videos([v for v in seen if v != ""])
+    tf.keras.utils.set_random_seed(config.seed)
+    ranker = models.ranker
+    if not examples.has_impressions():
+        raise ExamplesError(f"{examples.directory} has no impressions to train the ranker on")
+    if config.ranker.use_retrieval_score:
+        scores = []
+        for batch in _sample(ranking_dataset(examples, models, config, "fit", batch_pages=512),
+                             QUANTILE_SAMPLE_PAGES, 512):
+            scores.append(tf.boolean_mask(batch[RETRIEVAL_SCORE], batch["impression_mask"]).numpy())
+        models.embeddings.adapt_continuous(retrieval_score=np.concatenate(scores))
     if getattr(ranker, "optimizer", None) is None:
-        ranker.compile(optimizer=tf.keras.optimizers.Adam(ranker.config.learning_rate))
+        ranker.compile(optimizer=ranker_optimizer(models, config))
     callbacks = list(callbacks or [])
     validation = None
-    if calibration is not None and len(calibration["clicked"]):
-        validation = to_page_dataset(calibration)
+    if examples.num_records("ranking", "calibration"):
+        validation = ranking_dataset(examples, models, config, "calibration")
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_weighted_per_user_loss", mode="min",
                                                           patience=1, restore_best_weights=True))
-    history = ranker.fit(to_dataset(train, batch_size, shuffle=True, seed=seed), validation_data=validation,
-                         epochs=epochs, verbose=verbose, callbacks=callbacks)
+    started = time.perf_counter()
+    history = _fit(ranker, examples, ranking_dataset(examples, models, config, "fit", shuffle=True), config.ranker_epochs,
+                   verbose, callbacks, validation_data=validation)
     if validation is not None:
-        ranker.calibrate(calibration)
-    return history
+        ranker.calibrate(validation)
+    return {"train_s": time.perf_counter() - started, "history": _history(history)}
 
 
-def ranking_report(ranker: Ranker, examples: dict[str, np.ndarray], train_labels: np.ndarray) -> dict:
-    """AUC, weighted per-user loss and calibration on held-out impressions, beside popularity
-    and chance."""
-    pages = examples["page"]
-    clicked, watch = examples["clicked"], examples["watch_time_s"]
-    popularity = {v: c for v, c in zip(*np.unique(train_labels, return_counts=True))}
-    scorers = {
-        "tfrs_youtube": predict(ranker, examples),
-        "most_popular": np.array([popularity.get(v, 0) for v in examples["video_id"]], np.float64),
-        "random": np.random.default_rng(0).random(len(clicked)),
-    }
-    logits = scorers["tfrs_youtube"]
-    clicked_watch = observed_watch_time(examples)
-    # Errors clustered by video: impressions of one hit video are not independent draws.
-    calibration = calibration_deciles(np.exp(logits), clicked_watch,
-                                      clusters=np.asarray(examples["video_id"]).astype(str))
-    return {
-        name: {"auc": auc(clicked, s), "weighted_per_user_loss": weighted_per_user_loss(pages, clicked, watch, s)}
-        for name, s in scorers.items()
-    } | {"mean_expected_watch_time_s": float(np.exp(logits).mean()),
-         "mean_observed_watch_time_s": float(clicked_watch.mean()),
-         "calibration": calibration, "max_calibration_error": max_calibration_error(calibration)}
+def _history(history) -> dict:
+    return {k: [float(x) for x in v] for k, v in getattr(history, "history", {}).items()}
 
 
-def _first_k_unwatched(ranked: np.ndarray, history: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the first k ids of `ranked` (a row per user, or one shared row) not in the history."""
-    out = np.empty((len(history), k), dtype=object)
-    for i, seen in enumerate(history):
-        row, seen = (ranked[i] if ranked.ndim == 2 else ranked), set(seen)
-        out[i] = [v for v in row if v not in seen][:k]
-    return out
+def train(examples: ExampleSet, config: TrainConfig, stages=("candidate", "ranker"), verbose: int = 1,
+          callbacks: dict | None = None, say=print) -> tuple[Models, dict]:
+    """Builds the models and fits the asked stages; returns them with each stage's figures.
 
-
-def two_stage_report(recommender: TwoStageRecommender, builder: ExampleBuilder, test: dict,
-                     train_labels: np.ndarray, item_ids: np.ndarray) -> dict:
-    """The served top-K lists (ScaNN -> ranker) against retrieval's order and most-popular.
-
-    Two views of each user's held-out future, from the moment of their test request: did the
-    list contain the next watch (HR@K), and what share of all their later watch time went to
-    videos on the list (watch-time recall@K, the quantity the ranker is trained to order by).
+    `callbacks` maps a stage to the Keras callbacks of its `fit` (checkpoints, TensorBoard).
     """
-    users = builder.user_codes.get_indexer(test["user_id"])
-    times = test["time"].astype(np.int64)
-    request = builder.requests(users, times)
-    served, retrieved = [], []
-    for i in range(0, len(users), 1024):
-        chunk = as_tensors({k: v[i:i + 1024] for k, v in request.items()})
-        served.append(recommender.recommend(chunk)["video_ids"].numpy().astype(str))
-        retrieved.append(recommender.retrieve(recommender.user_request(chunk))["video_ids"].numpy().astype(str))
-    served = np.concatenate(served)
-    k = served.shape[1]
-    history = request["watch_history"]
-    popular = pd.Series(train_labels).value_counts().index.to_numpy(dtype=str)[: k + history.shape[1]]
-    lists = {"tfrs_youtube": served,
-             "retrieval_order": _first_k_unwatched(np.concatenate(retrieved), history, k),
-             "most_popular": _first_k_unwatched(popular, history, k)}
-
-    log = builder.log
-    future = log.watches.merge(pd.DataFrame({"user_id": test["user_id"], "t": times, "row": np.arange(len(users))}),
-                               on="user_id")
-    future = future[future["time"] >= future["t"]]
-    total = future.groupby("row")["watch_time_s"].sum().reindex(np.arange(len(users)), fill_value=0.0)
-    report = {}
-    for name, ids in lists.items():
-        hits = np.array([t in set(row) for t, row in zip(test["video_id"].astype(str), ids)])
-        listed = [set(row) for row in ids]  # once per user, not once per future watch
-        on_list = np.array([v in listed[r] for v, r in zip(future["video_id"], future["row"])], bool)
-        covered = future[on_list].groupby("row")["watch_time_s"].sum().reindex(total.index, fill_value=0.0)
-        share = (covered / total.where(total > 0)).dropna()
-        report[name] = {f"HR@{k}": float(hits.mean()), f"watch_time_recall@{k}": float(share.mean())}
-    return report
+    say = say or (lambda *a, **k: None)
+    callbacks = callbacks or {}
+    models = build_models(examples, config)
+    info = {}
+    if "candidate" in stages:
+        say("training the candidate generator")
+        info["candidate"] = fit_candidate_generator(models, examples, config, verbose, callbacks.get("candidate"))
+    if "ranker" in stages:
+        say("training the ranker")
+        info["ranker"] = fit_ranker(models, examples, config, verbose, callbacks.get("ranker"))
+    return models, info

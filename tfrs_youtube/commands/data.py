@@ -1,4 +1,5 @@
-"""`tfrs-youtube data synth|movielens`: write an event log (CSV tables + dataset.json) to a folder."""
+"""`tfrs-youtube data synth|movielens|examples`: write an event log (tables + dataset.json) to a
+folder, or build the examples of one (the Beam pipeline) into an examples folder."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ VARIANTS = {"100k": "ml-100k", "1m": "ml-1m"}
 def add_parser(sub) -> None:
     data = sub.add_parser("data", help="write an event log: synthetic, or converted from MovieLens",
                           description=__doc__)
-    kinds = data.add_subparsers(dest="kind", required=True, metavar="{synth,movielens}")
+    kinds = data.add_subparsers(dest="kind", required=True, metavar="{synth,movielens,examples}")
     synth = kinds.add_parser("synth", help="simulate a YouTube-like service's event log",
                              description="Simulates users, videos, watches, searches and impressions "
                                          "(tfrs_youtube.data.synthetic) and writes them as an event log.")
@@ -25,6 +26,8 @@ def add_parser(sub) -> None:
     synth.add_argument("--days", type=float, default=defaults.days, help="length of the log in days (%(default)s)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", default=os.path.join("datasets", "synthetic"), help="output folder (%(default)s)")
+    synth.add_argument("--shards", type=int, default=1, help="files per table (%(default)s)")
+    synth.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table files (%(default)s)")
     synth.add_argument("--force", action="store_true", help="replace an existing output folder")
     synth.set_defaults(func=synthesize)
 
@@ -43,6 +46,22 @@ def add_parser(sub) -> None:
     ml.add_argument("--force", action="store_true", help="replace an existing output folder")
     ml.set_defaults(func=convert_movielens)
 
+    ex = kinds.add_parser(
+        "examples", help="build the examples of an event log (Apache Beam) into an examples folder",
+        description="Runs the example pipeline: the log's tables (CSV or Parquet, one file or many) are validated, "
+                    "grouped by user and cut into retrieval examples and ranking pages (label and context "
+                    "selection), written as sharded TFRecords with their vocabularies, label counts and a spec. "
+                    "`train --data EXAMPLES` trains on the folder. Beam's DirectRunner runs it here with "
+                    "--workers processes; anything after `--` goes to Beam as pipeline options, e.g. "
+                    "`-- --runner=FlinkRunner --flink_master=HOST:8081`.")
+    ex.add_argument("--data", required=True, help="an event log folder (tfrs-youtube data ...) or a MovieLens folder")
+    ex.add_argument("--out", required=True, help="the examples folder to create")
+    ex.add_argument("--config", help="a TrainConfig file (JSON/YAML): its `examples` part and `seed` decide the "
+                                     "examples (default: the data set's preset)")
+    ex.add_argument("--workers", type=int, default=1, help="DirectRunner processes (%(default)s: this process)")
+    ex.add_argument("--force", action="store_true", help="replace an existing output folder")
+    ex.set_defaults(func=build)
+
 
 def _check_out(out: str, force: bool) -> None:
     # Checked before any work, so a mistake costs nothing; new_dir checks again at the rename.
@@ -60,7 +79,7 @@ def synthesize(args) -> int:
          f"(seed {config.seed})")
     log = generate(config)
     write_dataset(log, args.out, {"source": "synthetic", "synthetic": dataclasses.asdict(config)},
-                  replace=args.force)
+                  replace=args.force, shards=args.shards, format=args.format)
     note(f"{len(log.watches)} watches, {len(log.searches)} searches, {len(log.impressions)} impressions "
          f"-> {args.out}")
     return 0
@@ -89,4 +108,29 @@ def convert_movielens(args) -> int:
                              "impressions_seed": args.impressions_seed}, replace=args.force)
     note(f"{len(log.users)} users, {len(log.videos)} movies, {len(log.watches)} ratings as watches, "
          f"{len(log.impressions)} impressions -> {out}")
+    return 0
+
+
+def example_config(config_path: str | None, data: str):
+    """The TrainConfig whose examples part and seed a build uses: the file's, or the preset of
+    the data set (MovieLens or not)."""
+    from tfrs_youtube import presets
+    from tfrs_youtube.config_files import load_train_config
+    from tfrs_youtube.data.directory import is_movielens
+
+    if config_path:
+        return load_train_config(config_path)
+    return presets.movielens() if is_movielens(data) else presets.synthetic_demo()
+
+
+def build(args) -> int:
+    from tfrs_youtube.pipeline import build_examples
+
+    _check_out(args.out, args.force)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    config = example_config(args.config, args.data)
+    build_examples(args.data, args.out, config.examples, seed=config.seed, workers=args.workers,
+                   beam_args=getattr(args, "beam_args", ()), replace=args.force, say=note)
+    print(args.out)
     return 0

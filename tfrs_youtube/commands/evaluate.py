@@ -1,7 +1,7 @@
 """`tfrs-youtube evaluate`: held-out metrics as JSON.
 
-With `--data` (as before): trains candidate generation on a data set with its preset and
-scores the held-out targets (HR/NDCG/MAP@K beside most-popular and chance). With `--run`: scores
+With `--data`: builds a data set's examples and trains candidate generation on them with its
+preset, and scores the held-out targets (HR/NDCG/MAP@K beside most-popular and chance). With `--run`: scores
 a run trained by `tfrs-youtube train`, both stages: retrieval HR/NDCG/MAP@K, the ranker's AUC,
 weighted per-user loss and calibration deciles on held-out impressions, and the served top-K.
 """
@@ -21,8 +21,9 @@ def add_parser(sub) -> None:
                                          "candidate generation on a data set and score it (--data)",
                         description=__doc__)
     ev.add_argument("--run", metavar="RUN_DIR", help="a run folder written by `train` (both stages' metrics)")
-    ev.add_argument("--data", help="a MovieLens 100K/1M directory, or an event log of CSV tables (with --run: "
-                                   "the run's data, if it moved)")
+    ev.add_argument("--data", help="a MovieLens 100K/1M directory or an event log: build its examples with its preset, "
+                                   "train candidate generation and score it")
+    ev.add_argument("--examples", help="with --run: the run's examples folder, if it moved")
     ev.add_argument("--json", help="also write the report here")
     ev.add_argument("--index", choices=("exact", "scann"), default="exact")
     ev.add_argument("--split", choices=("test", "validation"), default="test",
@@ -60,45 +61,45 @@ def run(args) -> int:
 
 
 def data_report(args, ks) -> dict:
-    """Trains the candidate generator on a data set and scores its held-out targets."""
-    from tfrs_youtube import presets
-    from tfrs_youtube.data.directory import is_movielens, read_dataset, say_notes
-    from tfrs_youtube.data.examples import ExampleBuilder
-    from tfrs_youtube.training import evaluate_candidates, train_candidate_generator
+    """Builds examples of a data set with its preset, trains the candidate generator on them and
+    scores its held-out targets."""
+    from tfrs_youtube.commands.data import example_config
+    from tfrs_youtube.reports import retrieval_report
+    from tfrs_youtube.system import temporary_examples
+    from tfrs_youtube.training import train
 
-    log = read_dataset(args.data)
-    config = presets.movielens(args.seed) if is_movielens(args.data) else presets.synthetic_demo(args.seed)
-    say_notes(log, lambda line: print(line, file=sys.stderr))
+    config = example_config(None, args.data)
+    config.seed = args.seed
     if args.epochs:
         config.candidate_epochs = args.epochs
-    builder = ExampleBuilder(log, config.examples)
-    run = train_candidate_generator(builder, config, verbose=args.verbose)
-    return {"dataset": log.name, "split": args.split, "index": args.index, "train_s": run.train_s,
+    examples = temporary_examples(args.data, config, say=note)
+    for table, text in examples.notes.items():
+        if table in ("searches", "impressions"):
+            note(f"{examples.name} {table}: {text}")
+    models, info = train(examples, config, stages=("candidate",), verbose=args.verbose, say=note)
+    return {"dataset": examples.name, "split": args.split, "index": args.index, "train_s": info["candidate"]["train_s"],
             "watched_excluded": not args.keep_watched,
-            "metrics": evaluate_candidates(run, builder, args.split, ks, index=args.index,
-                                           exclude_watched=not args.keep_watched)}
+            "metrics": retrieval_report(models.candidate, examples, args.split, ks, index=args.index,
+                                        exclude_watched=not args.keep_watched, seed=config.seed)}
 
 
 def run_report(args, ks) -> dict:
-    """Both stages of a trained run on its held-out data (the functions `train_two_stage` reports with)."""
+    """Both stages of a trained run on its held-out examples (the functions `train_two_stage` reports with)."""
+    from tfrs_youtube.reports import ranking_report, retrieval_report, two_stage_report
     from tfrs_youtube.runs import load_run
     from tfrs_youtube.serving import TwoStageRecommender
-    from tfrs_youtube.training import evaluate_candidates, ranking_report, two_stage_report
 
-    loaded = load_run(args.run, args.data, say=note)
-    examples, builder = loaded.examples, loaded.examples.builder
-    candidate_run = loaded.candidate_run()
-    report = {"run": loaded.directory, "dataset": loaded.log.name, "stages": sorted(loaded.info["stages"]),
+    loaded = load_run(args.run, args.examples, say=note)
+    models, examples = loaded.models, loaded.examples
+    report = {"run": loaded.directory, "dataset": examples.name, "stages": sorted(loaded.info["stages"]),
               "split": args.split, "index": args.index, "watched_excluded": not args.keep_watched}
     note("scoring retrieval")
-    report["retrieval"] = evaluate_candidates(candidate_run, builder, args.split, ks, index=args.index,
-                                              exclude_watched=not args.keep_watched, seed=loaded.config.seed)
-    if loaded.ranker is not None and len(examples.rank_test["video_id"]):
+    report["retrieval"] = retrieval_report(models.candidate, examples, args.split, ks, index=args.index,
+                                           exclude_watched=not args.keep_watched, seed=loaded.config.seed)
+    if loaded.has_ranker and examples.num_records("ranking", "test"):
         note("scoring the ranker on held-out impressions")
-        report["ranking"] = ranking_report(loaded.ranker, examples.rank_test, examples.train["video_id"])
+        report["ranking"] = ranking_report(models, examples, loaded.config)
         note("scoring the served top-K lists")
-        recommender = TwoStageRecommender(loaded.candidate, loaded.ranker, loaded.log.videos, loaded.config.serving)
-        item_ids = np.asarray(loaded.embeddings.video.vocabulary, dtype=object)
-        report["two_stage"] = two_stage_report(recommender, builder, candidate_run.test, examples.train["video_id"],
-                                               item_ids)
+        recommender = TwoStageRecommender(models.candidate, models.ranker, loaded.config.serving)
+        report["two_stage"] = two_stage_report(recommender, examples)
     return report

@@ -14,13 +14,15 @@ def add_parser(sub) -> None:
                     "--run` and `export --run` read the run folder.")
     train.add_argument("--config", required=True, help="TrainConfig as .json/.yaml/.yml (any subset of its keys; "
                                                        "'preset: movielens' or 'synthetic_demo' as a base)")
-    train.add_argument("--data", required=True, help="an event log folder (tfrs-youtube data ...) or MovieLens folder")
+    train.add_argument("--data", required=True, help="an examples folder (tfrs-youtube data examples), or an event log "
+                                                     "or MovieLens folder, whose examples the run then builds")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder to create")
     train.add_argument("--stage", choices=("candidate", "ranker", "both"), default="both",
                        help="ranker: retrain the ranker of an existing run on its candidate generator (%(default)s)")
     train.add_argument("--logdir", help="write TensorBoard scalars (losses, metrics) here, per stage")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run after its last saved epoch")
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress: 0, 1 (bars), 2")
+    train.add_argument("--workers", type=int, default=1, help="example pipeline processes, when --data is a log")
     train.set_defaults(func=run)
 
 
@@ -30,5 +32,5 @@ def run(args) -> int:
 
     config = load_train_config(args.config)  # before anything heavy: a bad key fails fast
     train_run(config, args.data, args.out, stage=args.stage, logdir=args.logdir, resume=args.resume,
-              verbose=args.verbose, say=note)
+              verbose=args.verbose, say=note, workers=args.workers)
     return 0

@@ -1,31 +1,34 @@
-"""A data set on disk: an event log's CSV tables plus `dataset.json`, or a raw MovieLens folder.
+"""A data set on disk: an event log's table files plus `dataset.json`, or a raw MovieLens folder.
 
-`EventLog.to_csv` writes the five tables; it does not write the log's notes (what a loader
-derived rather than observed), which must travel with the data, so `write_dataset` adds them,
-with where the log came from, in `dataset.json`. `read_dataset` reads either layout, so every
-command takes an event log written by `tfrs-youtube data ...` or an official MovieLens folder.
+The tables are CSV or Parquet files, one per table or many (`data.tables`); the log's notes (what
+a loader derived rather than observed) must travel with the data, so `write_dataset` adds them,
+with where the log came from, in `dataset.json`. `read_dataset` reads either layout into memory
+(the example pipeline reads the files itself, in parallel), so every command takes an event log
+written by `tfrs-youtube data ...` or an official MovieLens folder.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 from tfrs_youtube.data.schema import TABLES, EventLog
+from tfrs_youtube.data.tables import has_tables, read_table, table_files, write_tables
 from tfrs_youtube.files import new_dir
 
 INFO_FILE = "dataset.json"
 
 
 def is_event_log(directory: str) -> bool:
-    return os.path.exists(os.path.join(directory, "users.csv"))
+    return has_tables(directory)
 
 
-def write_dataset(log: EventLog, directory: str, info: dict, replace: bool = False) -> None:
-    """Writes the log's tables and `dataset.json` (its name, notes and `info`) atomically."""
+def write_dataset(log: EventLog, directory: str, info: dict, replace: bool = False, shards: int = 1,
+                  format: str = "csv") -> None:
+    """Writes the log's tables (each as `shards` files of `format`) and `dataset.json` (its name,
+    notes and `info`) atomically."""
     with new_dir(directory, replace=replace) as tmp:
-        log.to_csv(tmp)
+        write_tables(log.tables(), tmp, shards=shards, format=format)
         with open(os.path.join(tmp, INFO_FILE), "w") as f:
             json.dump(dict(info, name=log.name, notes=log.notes), f, indent=2, sort_keys=True, default=str)
 
@@ -45,9 +48,11 @@ def read_dataset(directory: str) -> EventLog:
         raise FileNotFoundError(f"data directory {directory} does not exist")
     if is_event_log(directory):
         info = read_info(directory)
-        log = EventLog.read_csv(directory, name=info.get("name"))
+        files = table_files(directory)
+        log = EventLog(**{table: read_table(table, files[table]) for table in TABLES},
+                       name=info.get("name") or os.path.basename(os.path.normpath(directory)))
         log.notes.update(info.get("notes", {}))
-        return log
+        return log.validate()
     from tfrs_youtube.data.movielens import load_movielens
 
     return load_movielens(directory)
@@ -64,19 +69,3 @@ def say_notes(log: EventLog, say=print) -> None:
 def is_movielens(directory: str) -> bool:
     """A raw MovieLens folder, or an event log converted from one by `data movielens`."""
     return not is_event_log(directory) or read_info(directory).get("source") == "movielens"
-
-
-def fingerprint(directory: str) -> str:
-    """SHA-256 over the data files a loader reads (name and bytes), to recognise the same data."""
-    names = [f"{t}.csv" for t in TABLES] if is_event_log(directory) else sorted(
-        n for n in os.listdir(directory) if not n.startswith(".") and os.path.isfile(os.path.join(directory, n)))
-    digest = hashlib.sha256()
-    for name in names:
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            continue
-        digest.update(name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()

@@ -51,6 +51,8 @@ SCHEMA: dict[str, dict[str, str]] = {
     },
 }
 TABLES = tuple(SCHEMA)
+# Times are whole seconds that a float64 (the serving request's `request_time`) holds exactly.
+MAX_TIME = 2**53
 # Which tables' rows must point at a known user / video.
 _FOREIGN_KEYS = {
     "watches": (("user_id", "users"), ("video_id", "videos")),
@@ -63,14 +65,22 @@ _PRIMARY_KEYS = {"users": "user_id", "videos": "video_id"}
 class SchemaError(ValueError):
     """A table of the event log breaks the schema; the message names table, column and row."""
 
-    def __init__(self, table: str, column: str | None, row: int | None, problem: str):
-        self.table, self.column, self.row, self.problem = table, column, row, problem
-        where = f"table {table!r}"
+    def __init__(self, table: str, column: str | None, row: int | None, problem: str, path: str | None = None):
+        self.table, self.column, self.row, self.problem, self.path = table, column, row, problem, path
+        where = f"table {table!r}" + (f" (file {path})" if path else "")
         if column is not None:
             where += f", column {column!r}"
         if row is not None:
             where += f", row {row}"
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # picklable, for pipeline workers
+        return SchemaError, (self.table, self.column, self.row, self.problem, self.path)
+
+    def located(self, path: str, row_offset: int = 0) -> "SchemaError":
+        """The same error, found in rows `row_offset...` of the file `path`."""
+        row = None if self.row is None else self.row + row_offset
+        return SchemaError(self.table, self.column, row, self.problem, path)
 
 
 def empty_table(name: str) -> pd.DataFrame:
@@ -188,6 +198,10 @@ def _check_column(table: str, column: str, kind: str, values: pd.Series) -> None
         if fractional.any():
             row = _first(fractional)
             raise SchemaError(table, column, row, f"time must be whole seconds, got {numbers[row]}")
+    if kind == "time" and (numbers > MAX_TIME).any():
+        row = _first(numbers > MAX_TIME)
+        raise SchemaError(table, column, row, f"time {array[row]} is beyond the clock's range (at most 2^53 s, "
+                                              "exact as a float64 request time)")
     if kind in ("time", "float>=0") and (numbers < 0).any():
         row = _first(numbers < 0)
         what = "negative time" if kind == "time" else "negative value"

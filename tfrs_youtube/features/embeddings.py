@@ -3,24 +3,34 @@
 The paper's two networks read the same ids: a video watched in the history, a video shown as an
 impression and a video scored as a retrieval candidate are one row of one table. Sharing the
 layer objects (not copies) lets the ranker start from what candidate generation learned.
-Out-of-vocabulary ids, and the "" that pads histories, embed to zero, as in the paper.
+
+Ids become integer indices once: the example pipeline writes vocabulary indices (1..V), and the
+served graph maps a request's strings to the same indices with `encode` (Keras `StringLookup`
+over the same vocabularies) before anything else reads them. Index 0 is padding and unknown
+ids, and embeds to zero, as out-of-vocabulary ids do in the paper. The models read indices only,
+so no string lookup runs in a training step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable
 
 import numpy as np
 import tensorflow as tf
 
+from tfrs_youtube.features.context import CandidateFeatures, VideoCatalog
+from tfrs_youtube.features.contract import RequestContract
 from tfrs_youtube.features.quantile import QuantileNormalization
+from tfrs_youtube.sampling import background_probabilities
 
 EMPTY_VOCABULARY_ENTRY = "\x00<empty vocabulary>"
 CATEGORICAL = ("country", "language", "gender", "device")
 CONTINUOUS = ("age", "example_age_s", "time_since_topic_watch_s", "previous_impressions", "video_age_s",
               "retrieval_score")
+# Request inputs that hold video ids, and the one that holds search tokens.
+VIDEO_INPUTS = ("watch_history", "impression_history", "video_id", "candidate_ids")
+TOKEN_INPUTS = ("search_tokens",)
 
 
 def categorical_dim(vocabulary_size: int) -> int:
@@ -28,16 +38,12 @@ def categorical_dim(vocabulary_size: int) -> int:
     return int(min(32, max(2, math.ceil(2 * math.log2(vocabulary_size + 1)))))
 
 
-def _vocabulary(values: Iterable[str]) -> list[str]:
-    # Sorted for determinism; "" is padding and must stay out of vocabulary (it embeds to zero).
-    return sorted({str(v) for v in values} - {""})
-
-
 class IdEmbedding(tf.keras.layers.Layer):
-    """A string lookup and an embedding table where unknown ids (and "") embed to zero.
+    """An embedding table over a vocabulary's indices, where index 0 (padding, unknown) embeds
+    to zero; `indices` maps id strings to those indices.
 
     Args:
-      vocabulary: the known ids.
+      vocabulary: the known ids, in index order (id i has index i + 1).
       dim: embedding width.
       seed: initialiser seed.
     """
@@ -47,13 +53,9 @@ class IdEmbedding(tf.keras.layers.Layer):
         self.vocabulary = list(vocabulary)
         self.dim = int(dim)
         self.seed = int(seed)
-        # StringLookup refuses an empty vocabulary (a dataset without searches has no tokens):
-        # one reserved entry that no real id can equal keeps every real id out of vocabulary.
-        lookup_vocabulary = self.vocabulary or [EMPTY_VOCABULARY_ENTRY]
-        self.lookup = tf.keras.layers.StringLookup(vocabulary=lookup_vocabulary, mask_token=None, num_oov_indices=1)
+        self._lookup = None
         self.embedding = tf.keras.layers.Embedding(
-            len(lookup_vocabulary) + 1,
-            self.dim,
+            len(self.vocabulary) + 1, self.dim,
             embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(self.dim), seed=seed),
         )
 
@@ -61,30 +63,39 @@ class IdEmbedding(tf.keras.layers.Layer):
     def vocabulary_size(self) -> int:
         return len(self.vocabulary)
 
+    @property
+    def lookup(self) -> tf.keras.layers.StringLookup:
+        """The string -> index map, built on first use (training reads indices and never needs it)."""
+        if self._lookup is None:
+            # StringLookup refuses an empty vocabulary (a dataset without searches has no tokens):
+            # one reserved entry that no real id can equal keeps every real id out of vocabulary.
+            self._lookup = tf.keras.layers.StringLookup(vocabulary=self.vocabulary or [EMPTY_VOCABULARY_ENTRY],
+                                                        mask_token=None, num_oov_indices=1)
+        return self._lookup
+
     def indices(self, ids: tf.Tensor) -> tf.Tensor:
-        """0 for unknown ids and padding; 1..V for known ids."""
+        """0 for unknown ids and "" padding; 1..V for known ids."""
         return self.lookup(ids)
 
-    def call(self, ids: tf.Tensor) -> tf.Tensor:
-        index = self.lookup(ids)
-        known = tf.cast(index > 0, tf.float32)[..., None]
-        return self.embedding(index) * known
+    def call(self, index: tf.Tensor) -> tf.Tensor:
+        index = tf.cast(index, tf.int64)
+        return self.embedding(index) * tf.cast(index > 0, tf.float32)[..., None]
 
-    def mean(self, ids: tf.Tensor, decay: float = 0.0, known_rows: tf.Tensor | None = None,
+    def mean(self, index: tf.Tensor, decay: float = 0.0, known_rows: tf.Tensor | None = None,
              kept: tf.Tensor | None = None) -> tf.Tensor:
-        """Mean of the known ids' embeddings along the last axis (zero when none is known).
+        """Mean of the known entries' embeddings along the last axis (zero when none is known).
 
         With `decay` > 0 the mean is weighted exp(-decay x position): histories are most recent
         first, so position is the number of steps back. `known_rows` (one 0/1 per table row)
-        narrows "known" further: ids whose row is 0 are left out like padding; so does `kept`
-        (one 0/1 per id, the shape of `ids`).
+        narrows "known" further: entries whose row is 0 are left out like padding; so does `kept`
+        (one 0/1 per entry, the shape of `index`).
         """
-        return self.means(ids, (decay,), known_rows, kept)[0]
+        return self.means(index, (decay,), known_rows, kept)[0]
 
-    def means(self, ids: tf.Tensor, decays: tuple[float, ...], known_rows: tf.Tensor | None = None,
+    def means(self, index: tf.Tensor, decays: tuple[float, ...], known_rows: tf.Tensor | None = None,
               kept: tf.Tensor | None = None) -> list[tf.Tensor]:
-        """`mean(ids, decay, known_rows, kept)` for each decay, looking the ids up once."""
-        index = self.lookup(ids)
+        """`mean(index, decay, known_rows, kept)` for each decay, gathering the rows once."""
+        index = tf.cast(index, tf.int64)
         if known_rows is None:
             known = tf.cast(index > 0, tf.float32)[..., None]
         else:
@@ -96,7 +107,7 @@ class IdEmbedding(tf.keras.layers.Layer):
         for decay in decays:
             weights = known
             if decay > 0:
-                steps = tf.cast(tf.range(tf.shape(ids)[-1]), tf.float32)
+                steps = tf.cast(tf.range(tf.shape(index)[-1]), tf.float32)
                 weights = known * tf.exp(-decay * steps)[:, None]
             total = tf.reduce_sum(vectors * weights if decay > 0 else vectors, axis=-2)
             out.append(total / tf.maximum(tf.reduce_sum(weights, axis=-2), 1.0))
@@ -117,50 +128,66 @@ class EmbeddingConfig:
       token_dim: width of the search-token table.
       num_quantiles: resolution of the continuous features' CDF.
       powers: feed x̃² and √x̃ beside x̃ (the paper's setting).
-      extra_user_features: further categorical columns of the users table (such as MovieLens'
-        occupation) embedded and fed to both models, when the table has them.
-      seed: initialiser seed.
     """
 
     video_dim: int = 64
     token_dim: int = 64
     num_quantiles: int = 100
     powers: bool = True
-    extra_user_features: tuple[str, ...] = ("occupation",)
-    seed: int = 0
 
 
 class FeatureEmbeddings(tf.keras.layers.Layer):
-    """Every vocabulary lookup and embedding table of the system, built once from the data.
+    """Every vocabulary, embedding table and derived-feature layer of the system, built once.
 
     One video table (history, impression, retrieval candidate), one token table, one table per
-    categorical feature (a single language table serves user and video language), and a
-    quantile normaliser per continuous feature. Both models receive this same object.
+    categorical user field (a single language table serves user and video language), the video
+    catalog and the candidate features derived from it (`features.context`), and a quantile
+    normaliser per continuous feature. Both models receive this same object.
 
     Args:
-      vocabularies: "video", "token" and each name in `CATEGORICAL` -> known values.
-      quantiles: continuous feature name -> its stored quantiles (from `adapt_continuous`).
+      vocabularies: "video", "token", "topic" and each categorical user field -> its entries in
+        index order.
+      catalog: "catalog_topic", "catalog_language", "catalog_upload_time": arrays of V + 1.
+      contract: the `RequestContract` of the examples and requests.
       config: an `EmbeddingConfig`.
+      seed: initialiser seed.
+      quantiles: continuous feature name -> its stored quantiles (from `adapt_continuous`).
+      user_fields: the categorical user fields, in order (default: those of `vocabularies`).
     """
 
-    def __init__(self, vocabularies: dict[str, list[str]], config: EmbeddingConfig | dict | None = None,
-                 quantiles: dict[str, list[float]] | None = None, **kwargs):
+    def __init__(self, vocabularies: dict[str, list[str]], catalog: dict[str, np.ndarray],
+                 contract: RequestContract | dict | None = None, config: EmbeddingConfig | dict | None = None,
+                 seed: int = 0, quantiles: dict[str, list[float]] | None = None,
+                 user_fields: tuple[str, ...] | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = EmbeddingConfig(**config)
+        if isinstance(contract, dict):
+            contract = RequestContract(**contract)
         self.config = config or EmbeddingConfig()
+        self.contract = contract or RequestContract()
+        self.seed = int(seed)
         self.vocabularies = {k: list(v) for k, v in vocabularies.items()}
         c = self.config
-        self.video = IdEmbedding(self.vocabularies["video"], c.video_dim, seed=c.seed, name="video")
-        self.token = IdEmbedding(self.vocabularies["token"], c.token_dim, seed=c.seed + 1, name="token")
-        # The standard categorical features, then the extra user features this data has.
-        self.extra_user_features = tuple(name for name in c.extra_user_features if name in self.vocabularies)
+        self.video = IdEmbedding(self.vocabularies["video"], c.video_dim, seed=seed, name="video")
+        self.token = IdEmbedding(self.vocabularies["token"], c.token_dim, seed=seed + 1, name="token")
+        if user_fields is None:
+            user_fields = tuple(k for k in self.vocabularies if k not in ("video", "token", "topic"))
+        missing = [name for name in CATEGORICAL if name not in user_fields]
+        if missing:
+            raise ValueError(f"FeatureEmbeddings needs the user fields {CATEGORICAL}; missing {missing}")
+        self.user_fields = tuple(user_fields)
+        self.extra_user_features = tuple(name for name in self.user_fields if name not in CATEGORICAL)
         self.categorical = {
-            name: IdEmbedding(
-                self.vocabularies[name], categorical_dim(len(self.vocabularies[name])), seed=c.seed + 2 + i, name=name
-            )
-            for i, name in enumerate(CATEGORICAL + self.extra_user_features)
+            name: IdEmbedding(self.vocabularies[name], categorical_dim(len(self.vocabularies[name])),
+                              seed=seed + 2 + i, name=name)
+            for i, name in enumerate(self.user_fields)
         }
+        self.catalog = VideoCatalog(catalog["catalog_topic"], catalog["catalog_language"],
+                                    catalog["catalog_upload_time"], name="catalog")
+        if self.catalog.num_rows != self.video.vocabulary_size + 1:
+            raise ValueError(f"the catalog has {self.catalog.num_rows} rows for {self.video.vocabulary_size} videos")
+        self.candidate_features = CandidateFeatures(self.catalog, self.contract, name="candidate_features")
         quantiles = quantiles or {}
         self.continuous = {
             name: QuantileNormalization(c.num_quantiles, c.powers, quantiles=quantiles.get(name), name=name)
@@ -170,42 +197,35 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
         # model first calls it (the variables belong to neither model: they are shared).
         with tf.name_scope(self.name):
             for table in [self.video, self.token, *self.categorical.values()]:
-                table(tf.constant([""]))
+                table(tf.zeros([1], tf.int64))
         self.built = True
         # Set by `from_examples`: label frequency over the video table's indices (0: unknown).
         self.video_label_probability: np.ndarray | None = None
 
     @classmethod
-    def from_examples(cls, log, config: EmbeddingConfig | None = None, label_videos=None,
-                      **continuous_values) -> "FeatureEmbeddings":
-        """Vocabularies from the event log; quantiles from the given continuous feature arrays.
-
-        `label_videos` (the training labels; default every watch of the log) gives the videos'
-        label frequencies, `video_label_probability`, which candidate generation samples from
-        and corrects by.
-        """
-        tokens = log.searches["query"].str.split().explode().dropna() if len(log.searches) else []
-        vocabularies = {
-            "video": _vocabulary(log.videos["video_id"]),
-            "token": _vocabulary(tokens),
-            "country": _vocabulary(log.users["country"]),
-            # One language table for users and videos (paper 4.1: shared embeddings).
-            "language": _vocabulary(list(log.users["language"]) + list(log.videos["language"])),
-            "gender": _vocabulary(log.users["gender"]),
-            "device": _vocabulary(log.users["device"]),
-        }
-        config = config or EmbeddingConfig()
-        for name in config.extra_user_features:
-            if name in log.users.columns:
-                vocabularies[name] = _vocabulary(log.users[name].astype(str))
-        layer = cls(vocabularies, config)
-        from tfrs_youtube.sampling import background_probabilities
-
-        labels = log.watches["video_id"].to_numpy() if label_videos is None else np.asarray(label_videos)
-        layer.video_label_probability = background_probabilities(layer.video.vocabulary, labels)
-        continuous_values.setdefault("age", log.users["age"].to_numpy())
-        layer.adapt_continuous(**continuous_values)
+    def from_examples(cls, examples, config: EmbeddingConfig | None = None, seed: int = 0) -> "FeatureEmbeddings":
+        """The tables of an examples folder (`pipeline.ExampleSet`): its vocabularies, catalog and
+        contract; `video_label_probability` from its training labels' counts, which candidate
+        generation samples from and corrects by. The quantiles are adapted by the trainer."""
+        layer = cls(examples.vocabularies(), examples.statistics, examples.contract, config, seed=seed,
+                    user_fields=examples.user_fields)
+        layer.video_label_probability = background_probabilities(examples.label_counts())
         return layer
+
+    def encode(self, request: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """A request's id strings as vocabulary indices (other inputs unchanged): what the served
+        graph does first, so that everything after it is the training graph."""
+        out = {}
+        for name, value in request.items():
+            if name in VIDEO_INPUTS:
+                out[name] = self.video.indices(value)
+            elif name in TOKEN_INPUTS:
+                out[name] = self.token.indices(value)
+            elif name in self.categorical:
+                out[name] = self.categorical[name].indices(value)
+            else:
+                out[name] = value
+        return out
 
     def adapt_continuous(self, **values) -> None:
         for name, array in values.items():
@@ -214,7 +234,7 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
             self.continuous[name].adapt(array)
 
     def normalized(self, name: str, x: tf.Tensor) -> tf.Tensor:
-        """[batch, 3] (or [batch, 1]) CDF features of a continuous input."""
+        """[..., 3] (or [..., 1]) CDF features of a continuous input."""
         return self.continuous[name](x)
 
     def get_config(self):
@@ -222,9 +242,12 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
         config.update(
             vocabularies=self.vocabularies,
             config=dataclasses.asdict(self.config),
+            contract=self.contract.to_dict(),
+            seed=self.seed,
+            user_fields=self.user_fields,
             quantiles={k: [float(v) for v in layer.quantiles.numpy()] for k, layer in self.continuous.items()},
         )
         return config
 
     def call(self, inputs):  # pragma: no cover - the layer is used through its parts
-        raise NotImplementedError("use .video, .token, .categorical[name] or .normalized(name, x)")
+        raise NotImplementedError("use .video, .token, .categorical[name], .candidate_features or .normalized")

@@ -18,8 +18,9 @@ import pandas as pd
 
 import tfrs_youtube  # noqa: F401  (first: selects Keras 2)
 from tfrs_youtube.data.schema import SCHEMA, EventLog, SchemaError
-from tfrs_youtube.pipeline import as_tensors
-from tfrs_youtube.training import TrainConfig, train_two_stage
+from tfrs_youtube.requests import as_tensors, at
+from tfrs_youtube.system import train_two_stage
+from tfrs_youtube.training import TrainConfig
 
 SMALL = os.environ.get("TFRS_YOUTUBE_EXAMPLE_SIZE") == "small"
 DAY = 86_400
@@ -83,7 +84,9 @@ except SchemaError as err:
     print(f"\nrejected as expected: {err}")
 log = EventLog(**tables, name="my_service").validate()
 
-# 2. Both stages, with a cut in time: the last 10% of the log is held out.
+# 2. Both stages, with a cut in time: the last 10% of the log is held out. The examples are made
+#    by the Beam pipeline (in a temporary folder here; `tfrs_youtube.pipeline.build_examples(log,
+#    DIR, ...)` or `tfrs-youtube data examples` keep them, for `train_two_stage(examples=...)`).
 config = TrainConfig()
 config.examples.split = "time"
 config.candidate_epochs = config.ranker_epochs = 1 if SMALL else 4
@@ -94,11 +97,11 @@ print("\nheld-out next watch, HR@10:",
 print("held-out impressions, AUC:", {name: round(system.report["ranking"][name]["auc"], 3)
                                      for name in ("tfrs_youtube", "most_popular", "random")})
 
-# 3. A recommendation for one user, as of the end of the log.
-builder = system.builder
+# 3. A recommendation for one user, as of the end of the log: the request holds what a training
+#    example at that moment would (the same selection of watches, searches and impressions).
 now = int(log.watches["time"].max()) + 1
 user = 0
-request = builder.requests(np.array([user]), np.array([now]))
+request = at(log, [log.users["user_id"][user]], [now], system.examples.contract, system.examples.user_fields)
 top = system.recommender.recommend(as_tensors(request))
 topic = dict(zip(log.videos["video_id"], log.videos["topic"]))
 history = [topic[v] for v in request["watch_history"][0] if v]

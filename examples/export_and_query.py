@@ -20,10 +20,11 @@ import tfrs_youtube  # noqa: F401  (first: selects Keras 2)
 import tensorflow as tf
 from tfrs_youtube import presets
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate
-from tfrs_youtube.demo import request_body
-from tfrs_youtube.export import export_two_stage, read_metadata
+from tfrs_youtube.export import export_with_warmup, read_metadata
+from tfrs_youtube.reports import held_out_requests
+from tfrs_youtube.requests import rest_body, take
 from tfrs_youtube.rest import parse_request, response_body
-from tfrs_youtube.training import train_two_stage
+from tfrs_youtube.system import train_two_stage
 
 SMALL = os.environ.get("TFRS_YOUTUBE_EXAMPLE_SIZE") == "small"
 
@@ -37,30 +38,28 @@ log = generate(SyntheticConfig.tiny(seed=0) if SMALL else SyntheticConfig(num_us
 config = presets.synthetic_demo(seed=0)
 config.candidate_epochs = config.ranker_epochs = 1 if SMALL else 3
 config.serving.num_candidates = 100  # ScaNN's top-N handed to the ranker
-system = train_two_stage(log, config, verbose=0)
+system = train_two_stage(log, config, verbose=0)  # examples (the Beam pipeline), both stages, evaluation
 print(f"trained on {len(log.watches)} watches and {len(log.impressions)} impressions; "
       f"held-out HR@10 {system.report['retrieval']['tfrs_youtube']['HR@10']:.3f}")
 
-# 2. Export: TF Serving's layout, both variants, with warmup requests and metadata.
-builder = system.builder
-test = builder.retrieval_examples("test")
-users = builder.user_codes.get_indexer(test["user_id"][:2])
-requests = builder.requests(users, test["time"][:2].astype(np.int64))  # as of each user's held-out moment
-paths = export_two_stage(system.recommender, out, "example", metadata={"evaluation": system.report},
-                         warmup_requests=[{k: v[:1] for k, v in requests.items()}])
+# 2. Export: TF Serving's layout, both variants, with a warmup request, ScaNN's recall measured on
+#    the test users, and metadata.
+paths = export_with_warmup(system.recommender, system.examples, out, "example", metadata={"evaluation": system.report})
 print(f"exported {paths['scann']} and {paths['portable']}")
 print("index:", json.dumps(read_metadata(paths["scann"])["index"]))
 
 # 3. Load with plain TensorFlow. The portable twin needs nothing else; the ScaNN variant needs
 #    ScaNN's ops registered first (`import scann`), as a TF Serving build with ScaNN has them.
 model = tf.saved_model.load(paths["portable"])
+held_out, records = held_out_requests(system.examples)  # each test user's request, as of their held-out moment
+requests = take(held_out, slice(0, 2))  # raw strings and numbers, as a client sends them
 print("signatures:", sorted(model.signatures))
 serve = model.signatures["serving_default"]
 inputs = {name: tf.constant(requests[name], spec.dtype)
           for name, spec in serve.structured_input_signature[1].items()}
 answer = serve(**inputs)
-for i in range(len(users)):
-    print(f"\nuser {test['user_id'][i]}: last watches {[v for v in requests['watch_history'][i][:5] if v]}")
+for i, user in enumerate(records["user_id"][:2]):
+    print(f"\nuser {user.decode()}: last watches {[v for v in requests['watch_history'][i][:5] if v]}")
     for rank, (video, seconds) in enumerate(zip(answer["video_ids"][i].numpy().astype(str),
                                                 answer["expected_watch_time_s"][i].numpy()), 1):
         print(f"  {rank:>2}. {video:<8} expected watch time {seconds:6.1f} s")
@@ -73,7 +72,7 @@ print(f"\nScaNN variant: {np.mean(same == answer['video_ids'].numpy()):.0%} of t
       "as the exact twin")
 
 # 4. The same request as a TF Serving REST body (POST it to /v1/models/example:predict).
-body = request_body(requests, np.arange(1))
+body = rest_body(requests, np.arange(1))
 with open(os.path.join(out, "request.json"), "w") as f:
     json.dump(body, f)
 print("\nREST body:", json.dumps(body)[:600], "...")

@@ -20,24 +20,25 @@ import tempfile
 from pathlib import Path
 
 import tfrs_youtube  # noqa: F401  (first: selects Keras 2)
-import tensorflow as tf
 from tfrs_youtube import presets
-from tfrs_youtube.candidate import CandidateGenerator
-from tfrs_youtube.data.examples import ExampleBuilder
-from tfrs_youtube.data.movielens import load_movielens
-from tfrs_youtube.features.embeddings import FeatureEmbeddings
-from tfrs_youtube.pipeline import to_dataset
-from tfrs_youtube.training import CandidateRun, evaluate_candidates
+from tfrs_youtube.pipeline import build_examples
+from tfrs_youtube.reports import retrieval_report
+from tfrs_youtube.training import build_models, fit_candidate_generator
 
 SMALL = os.environ.get("TFRS_YOUTUBE_EXAMPLE_SIZE") == "small"
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "ml-100k-mini"
 
 
-def fixture_dir() -> str:
-    """The fixture's `<file>.fixture` files under their MovieLens names, in a temporary directory
-    that is removed when the script exits."""
-    target = Path(tempfile.mkdtemp(prefix="ml-100k-mini-"))
+def temporary_dir(prefix: str) -> Path:
+    """A temporary directory, removed when the script exits."""
+    target = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, target, ignore_errors=True)
+    return target
+
+
+def fixture_dir() -> str:
+    """The fixture's `<file>.fixture` files under their MovieLens names, in a temporary directory."""
+    target = temporary_dir("ml-100k-mini-")
     for source in FIXTURE.glob("*.fixture"):
         shutil.copyfile(source, target / source.name[: -len(".fixture")])
     return str(target)
@@ -58,28 +59,26 @@ def main() -> int:
         print("small mode without MovieLens: using the tiny MovieLens-format fixture of tests/fixtures")
         data = fixture_dir()
 
-    # 1. The event log and the examples: each rating is a watch; labels are later ratings.
-    log = load_movielens(data)
+    # 1. The examples, by the Beam pipeline: each rating is a watch; every later rating is a label
+    #    whose history holds only the ratings before it. They are written as sharded TFRecords,
+    #    with the vocabularies (ids -> integer indices) and label counts, to a folder (here a
+    #    temporary one; `tfrs-youtube data examples` writes one from the command line).
     config = presets.movielens(seed=0)
-    builder = ExampleBuilder(log, config.examples)
-    train, validation = builder.retrieval_examples("train"), builder.retrieval_examples("validation")
-    test = builder.retrieval_examples("test")
-    print(f"{log.name}: {len(log.users)} users, {len(log.videos)} movies, {len(train['video_id'])} training labels")
+    config.candidate_epochs = args.epochs
+    examples = build_examples(data, str(temporary_dir("examples-") / "movielens"), config.examples, seed=config.seed)
+    print(f"{examples.name}: {examples.spec['users']} users, {len(examples.vocabulary('video'))} movies, "
+          f"{examples.num_records('retrieval', 'train')} training labels")
 
-    # 2. Shared embedding tables (vocabularies, label frequencies for log Q, quantiles).
-    embeddings = FeatureEmbeddings.from_examples(log, config.embeddings, label_videos=train["video_id"],
-                                                 example_age_s=train["example_age_s"])
+    # 2. Shared embedding tables (from the examples' vocabularies; label counts for log Q;
+    #    quantiles of the continuous features) and the candidate generator that reads them.
+    models = build_models(examples, config)
 
-    # 3. The model, trained with a log-Q-corrected sampled softmax (tfrs.tasks.Retrieval).
-    tf.keras.utils.set_random_seed(config.seed)
-    model = CandidateGenerator(config.candidate, embeddings)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.candidate.learning_rate))
-    model.fit(to_dataset(train, config.batch_size, shuffle=True), validation_data=to_dataset(validation, 4096),
-              epochs=args.epochs, verbose=2)
+    # 3. `model.fit` with a log-Q-corrected sampled softmax (tfrs.tasks.Retrieval), streaming the
+    #    training shards, validated on each user's second-to-last rating.
+    fit_candidate_generator(models, examples, config, verbose=2)
 
     # 4. Full-corpus HR@10 on each user's last rating, watched movies excluded.
-    run = CandidateRun(model, embeddings, train, validation, test, train_s=0.0)
-    report = evaluate_candidates(run, builder, "test", ks=(10, 50, 100))
+    report = retrieval_report(models.candidate, examples, "test", ks=(10, 50, 100), seed=config.seed)
     print(f"{'system':<14}{'HR@10':>8}{'NDCG@10':>9}{'HR@100':>8}")
     for name, m in report.items():
         print(f"{name:<14}{m['HR@10']:>8.3f}{m['NDCG@10']:>9.3f}{m['HR@100']:>8.3f}")

@@ -90,8 +90,9 @@ class _StepTimer:
         return Timer()
 
 
-def train_epoch(examples_dir: str) -> dict:
-    """One epoch of the candidate generator; examples/s and this process's peak memory."""
+def _compiled_candidate_generator(examples_dir: str, repeat: bool):
+    """The trainer's candidate generator on these examples, compiled as the trainer compiles it,
+    without the validation metric (what scales is training); with its training data."""
     from tfrs_youtube.inputs import dataset
     from tfrs_youtube.pipeline import ExampleSet
     from tfrs_youtube.training import build_models, candidate_features, candidate_optimizer
@@ -103,7 +104,13 @@ def train_epoch(examples_dir: str) -> dict:
     model.topk = None
     model.compile(optimizer=candidate_optimizer(models, config))
     train = dataset(examples, "retrieval", "train", config.batch_size, shuffle=True, seed=config.seed,
-                    features=candidate_features(models.embeddings))
+                    features=candidate_features(models.embeddings), repeat=repeat)
+    return examples, model, train
+
+
+def train_epoch(examples_dir: str) -> dict:
+    """One epoch of the candidate generator; examples/s and this process's peak memory."""
+    examples, model, train = _compiled_candidate_generator(examples_dir, repeat=False)
     started = time.perf_counter()
     model.fit(train, epochs=1, verbose=2)  # training only: validation is not what scales
     seconds = time.perf_counter() - started
@@ -116,18 +123,7 @@ def step_time(examples_dir: str) -> dict:
     """Median wall time of a candidate-generator training step (after warm-up)."""
     import numpy as np
 
-    from tfrs_youtube.inputs import dataset
-    from tfrs_youtube.pipeline import ExampleSet
-    from tfrs_youtube.training import build_models, candidate_features, candidate_optimizer
-
-    examples = ExampleSet(examples_dir)
-    config = _config()
-    models = build_models(examples, config)
-    model = models.candidate
-    model.topk = None
-    model.compile(optimizer=candidate_optimizer(models, config))
-    data = dataset(examples, "retrieval", "train", config.batch_size, shuffle=True, seed=config.seed,
-                   features=candidate_features(models.embeddings), repeat=True)
+    _, model, data = _compiled_candidate_generator(examples_dir, repeat=True)
     timer = _StepTimer()
     model.fit(data, steps_per_epoch=WARMUP_STEPS + TIMED_STEPS, epochs=1, verbose=0, callbacks=[timer])
     times = np.array(timer.times[WARMUP_STEPS:]) * 1e3

@@ -139,7 +139,17 @@ def _empty_analysis() -> dict:
             "hours": {"watches": collections.Counter(), "impressions": collections.Counter()}}
 
 
-class _MergeAnalysis(beam.CombineFn):
+class _MergingCombineFn(beam.CombineFn):
+    """A CombineFn whose inputs are partial accumulators: merging is adding each to a new one."""
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            self.add_input(merged, accumulator)
+        return merged
+
+
+class _MergeAnalysis(_MergingCombineFn):
     """Sums the analysis partials: row counts, value sets, the catalog, hourly counts, errors."""
 
     def create_accumulator(self):
@@ -155,11 +165,6 @@ class _MergeAnalysis(beam.CombineFn):
         accumulator["errors"] = sorted(accumulator["errors"] + part["errors"], key=_sort_key)[:MAX_ERRORS]
         return accumulator
 
-    def merge_accumulators(self, accumulators):
-        merged = self.create_accumulator()
-        for accumulator in accumulators:
-            self.add_input(merged, accumulator)
-        return merged
 
     def extract_output(self, accumulator):
         if accumulator["videos"]:
@@ -415,7 +420,7 @@ def new_stats(num_videos: int) -> dict:
             "users": 0}
 
 
-class _MergeStats(beam.CombineFn):
+class _MergeStats(_MergingCombineFn):
     def __init__(self, num_videos: int):
         self.num_videos = num_videos
 
@@ -431,11 +436,6 @@ class _MergeStats(beam.CombineFn):
         accumulator["users"] += stats["users"]
         return accumulator
 
-    def merge_accumulators(self, accumulators):
-        merged = self.create_accumulator()
-        for accumulator in accumulators:
-            self.add_input(merged, accumulator)
-        return merged
 
     def extract_output(self, accumulator):
         return accumulator

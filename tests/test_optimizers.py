@@ -76,11 +76,13 @@ def test_model_optimizer_gives_the_tables_sparse_updates(tiny_examples):
     assert all((w.numpy() != b).any() for w, b in zip(model.user_tower.tower.trainable_weights, tower_before))
 
 
-@pytest.mark.parametrize("name", ["adagrad", "adam"])
-def test_other_embedding_optimizers_train(tiny_examples, name):
+@pytest.mark.parametrize("name,kind", [("adagrad", tf.keras.optimizers.legacy.Adagrad),
+                                       ("adam", tf.keras.optimizers.legacy.Adam)])
+def test_other_embedding_optimizers_are_chosen_by_name_and_unknown_ones_refused(tiny_examples, name, kind):
     config = tiny_config()
     config.candidate.embedding_optimizer = name
     models = build_models(tiny_examples, config)
-    assert not isinstance(candidate_optimizer(models, config).optimizers[1], LazyAdam)
+    sparse = candidate_optimizer(models, config).optimizers[1]
+    assert isinstance(sparse, kind) and not isinstance(sparse, LazyAdam)
     with pytest.raises(ValueError, match="embedding optimizer must be one of"):
         model_optimizer(models.candidate, models.embeddings, 0.01, "sgd-ish")

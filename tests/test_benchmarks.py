@@ -41,3 +41,32 @@ def test_serving_benchmark_writes_its_json_and_leaves_no_export_behind(tmp_path)
     assert load["requests"] == 60 and load["good"] + load["refused_bad"] == 60
     assert load["wrong_answers"] == load["accepted_bad"] == load["crashes"] == 0
     assert not list(scratch.glob("tfrs-youtube-serving-*")), "the exports' temporary directory was left behind"
+
+
+@pytest.mark.slow
+def test_movielens_benchmark_reports_the_mean_of_its_seeds(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import movielens_retrieval
+    from conftest import MOVIELENS_FIXTURES
+
+    def short(seed=0):  # the preset at one epoch: the figures are not the point here
+        config = movielens_retrieval.presets.movielens(seed)
+        config.candidate_epochs = 1
+        return config
+
+    monkeypatch.setattr(movielens_retrieval, "movielens_config", short)
+    out = tmp_path / "ml.json"
+    result = movielens_retrieval.main(["--data", str(MOVIELENS_FIXTURES / "ml-100k-mini"), "--json", str(out),
+                                       "--seeds", "0,1", "--verbose", "0"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert set(result["systems"]) == {"tfrs_youtube", "tfrs_two_tower", "most_popular"}
+    runs = result["by_seed"]
+    assert set(runs) == {"0", "1"}
+    quality = [{k: v for k, v in runs[seed].items() if k != "train_s"} for seed in ("0", "1")]
+    assert quality[0] != quality[1], f"two seeds trained the same model: {quality}"
+    for key in ("HR@10", "NDCG@10", "HR@50", "HR@100"):
+        assert result["systems"]["tfrs_youtube"][key] == pytest.approx((runs["0"][key] + runs["1"][key]) / 2,
+                                                                       abs=1e-4)
+    # Two seeds: the standard error of their mean is half their difference.
+    assert result["HR@10_seed_standard_error"] == pytest.approx(abs(runs["0"]["HR@10"] - runs["1"]["HR@10"]) / 2,
+                                                                abs=1e-4)

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
+from tfrs_youtube.features.lookup import rows
 from tfrs_youtube.frequency import StreamingFrequencyEstimator
 from tfrs_youtube.sampling import (NegativeSampler, expected_count, expected_in_batch, per_draw_probability,
                                    uniform_probabilities)
@@ -225,8 +226,8 @@ class CandidateGenerator(tfrs.Model):
         if self.frequency is not None:
             in_positives = self.frequency.probability(candidate_index)
         else:
-            in_positives = expected_in_batch(tf.gather(self.label_probability, candidate_index), batch_size)
-        return expected_count(in_positives, tf.gather(self.negative_probability, candidate_index),
+            in_positives = expected_in_batch(rows(self.label_probability, candidate_index), batch_size)
+        return expected_count(in_positives, rows(self.negative_probability, candidate_index),
                               self.config.num_sampled_negatives)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:

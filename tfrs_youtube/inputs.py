@@ -87,7 +87,7 @@ def parser(examples: ExampleSet, kind: str, split: str, features: tuple[str, ...
 
 def dataset(examples: ExampleSet, kind: str, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
             features: tuple[str, ...] | None = None, repeat: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER,
-            files: list[str] | None = None) -> tf.data.Dataset:
+            files: list[str] | None = None, order_seed: tf.Tensor | None = None) -> tf.data.Dataset:
     """Batches of one kind and split of `examples` as feature dicts (see the module docstring).
 
     Args:
@@ -98,6 +98,8 @@ def dataset(examples: ExampleSet, kind: str, split: str, batch_size: int, shuffl
         "example_age_s" (derived from the request time) or "impression_mask" (ranking).
       repeat: repeat forever (for `steps_per_epoch`, or each worker's own stream).
       files: read these shards instead of all of the split's (e.g. one worker's share).
+      order_seed: an int64 tensor that permutes the shards first (a value computed where the
+        input runs, so that workers running one traced input function differ).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -105,7 +107,10 @@ def dataset(examples: ExampleSet, kind: str, split: str, batch_size: int, shuffl
     files = list(files if files is not None else shards)
     if not files:
         raise ExamplesError(f"{examples.directory} has no {kind}/{split} examples")
-    data = tf.data.Dataset.from_tensor_slices(files)
+    names = tf.constant(files)
+    if order_seed is not None:
+        names = tf.random.experimental.stateless_shuffle(names, seed=tf.stack([tf.cast(order_seed, tf.int64), 0]))
+    data = tf.data.Dataset.from_tensor_slices(names)
     if shuffle:
         data = data.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     if repeat:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+ShardedVariable = tf.__internal__.distribute.ShardedVariable
+
 EMBEDDING_OPTIMIZERS = ("lazy_adam", "adagrad", "adam")
 
 
@@ -46,9 +48,15 @@ class LazyAdam(tf.keras.optimizers.legacy.Adam):
 
 
 def embedding_tables(embeddings) -> list[tf.Variable]:
-    """The id tables of a `FeatureEmbeddings` (video, token, categorical user fields)."""
+    """The id tables of a `FeatureEmbeddings` (video, token, categorical user fields), each as
+    the variables a model trains: a table sharded over parameter servers (a `ShardedVariable`,
+    under `tf.distribute.ParameterServerStrategy`) is its shards."""
     layers = [embeddings.video, embeddings.token, *embeddings.categorical.values()]
-    return [layer.embedding.embeddings for layer in layers]
+    tables = []
+    for layer in layers:
+        table = layer.embedding.embeddings
+        tables.extend(table.variables if isinstance(table, ShardedVariable) else [table])
+    return tables
 
 
 def _sparse_optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.legacy.Optimizer:

@@ -25,6 +25,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.calibration import WatchTimeCalibration
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
+from tfrs_youtube.features.lookup import rows
 from tfrs_youtube.metrics import WeightedPerUserLoss
 
 # Table 1's hidden-layer presets.
@@ -152,7 +153,10 @@ class Ranker(tfrs.Model):
         rows = embeddings.video.vocabulary_size + 1
         self.known_videos = tf.Variable(np.r_[0.0, np.ones(rows - 1)].astype(np.float32), trainable=False,
                                         name="known_videos")
-        self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+        # Reduced in `compute_loss` (a mean over the batch's rows): Keras refuses its automatic
+        # reductions under a tf.distribute strategy.
+        self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.NONE))
         # The task's loss sees each clicked impression twice (see `negatives`), so the metrics
         # are the model's own and see each impression once.
         self.auc = tf.keras.metrics.AUC(from_logits=True, name="auc")
@@ -229,7 +233,7 @@ class Ranker(tfrs.Model):
         e = self.embeddings
         index = tf.cast(features["video_id"], tf.int64)
         derived = e.candidate_features(features, index)
-        known = tf.gather(self.known_videos, index)
+        known = rows(self.known_videos, index)
         if training and self.config.unknown_video_rate > 0:
             kept = tf.random.uniform(tf.shape(known), seed=self.seed) >= self.config.unknown_video_rate
             known = known * tf.cast(kept, tf.float32)
@@ -270,8 +274,9 @@ class Ranker(tfrs.Model):
             predictions = tf.concat([logits, logits], axis=0)
             weights = tf.concat([weights * clicked, tf.ones_like(clicked)], axis=0)
         # Keras' binary cross-entropy reduces the last axis: one column per example.
-        loss = self.task(labels=labels[:, None], predictions=predictions[:, None], sample_weight=weights,
-                         compute_metrics=False)
+        losses = self.task(labels=labels[:, None], predictions=predictions[:, None], sample_weight=weights,
+                           compute_metrics=False)
+        loss = tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32))
         self.auc.update_state(clicked, logits)
         if not training:
             # One record is one page: its row in the batch identifies it.

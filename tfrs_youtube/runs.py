@@ -45,6 +45,7 @@ import uuid
 
 import tensorflow as tf
 
+from tfrs_youtube.distributed import ClusterConfig, Distribution, lost_task_error
 from tfrs_youtube.export import library_versions
 from tfrs_youtube.files import replace_dir, write_text
 from tfrs_youtube.inputs import dataset
@@ -176,11 +177,14 @@ def examples_dir(directory: str, info: dict) -> str:
 
 
 def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "both", logdir: str | None = None,
-              resume: bool = False, verbose: int = 1, say=print, workers: int = 1) -> str:
+              resume: bool = False, verbose: int = 1, say=print, workers: int = 1,
+              cluster: ClusterConfig | None = None) -> str:
     """Trains the asked stages into `run_dir` (see the module docstring); returns its path.
 
     `data_dir` is an examples folder (`tfrs-youtube data examples`), or an event log or MovieLens
-    folder, whose examples the run then builds into itself with `workers` processes.
+    folder, whose examples the run then builds into itself with `workers` processes. With
+    `cluster`, the stages train across processes (`distributed`); the checkpoints are the same,
+    so evaluation, export and resumption read them in one process or on another cluster.
 
     Raises `RunError` for an unusable combination of run directory, config and data (before
     anything is written), and `Interrupted` when training stops part-way (Ctrl-C), saying
@@ -232,7 +236,10 @@ def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "bo
         if "ranker" in stages and not examples.has_impressions():
             raise RunError(f"{examples.name} has no impressions to train the ranker on: use --stage candidate, or "
                            f"derive impressions (tfrs-youtube data movielens --impressions-per-watch K)")
-        _train_stages(work, info, config, examples, stages, logdir, verbose, say)
+        if cluster is None:
+            _train_stages(work, info, config, examples, stages, logdir, verbose, say)
+        else:
+            _train_distributed(work, info, config, examples, stages, logdir, verbose, say, cluster)
     except BaseException as err:
         if created and not _resumable(work):
             shutil.rmtree(work, ignore_errors=True)  # nothing trained yet: leave nothing behind
@@ -280,10 +287,26 @@ def _open_examples(directory: str, info: dict) -> ExampleSet:
     return examples
 
 
+def _train_distributed(work: str, info: dict, config: TrainConfig, examples: ExampleSet, stages: tuple[str, ...],
+                       logdir: str | None, verbose: int, say, cluster: ClusterConfig) -> None:
+    with Distribution(cluster) as distribution:
+        described = distribution.describe()
+        say(f"training on a {described['cluster']} cluster: {described['workers']} workers, {described['ps']} "
+            f"parameter servers" + (f" (pids {distribution.local.pids()})" if distribution.local else ""))
+        info["cluster"] = described
+        try:
+            _train_stages(work, info, config, examples, stages, logdir, verbose, say, distribution.strategy)
+        except Exception as err:
+            lost = lost_task_error(err, distribution.strategy)
+            if lost is None:
+                raise
+            raise RunError(f"{lost}; {_progress(work)} saved in {work}: rerun with --resume to continue") from err
+
+
 def _train_stages(work: str, info: dict, config: TrainConfig, examples: ExampleSet, stages: tuple[str, ...],
-                  logdir: str | None, verbose: int, say) -> None:
+                  logdir: str | None, verbose: int, say, strategy=None) -> None:
     done = info["stages"]
-    models = build_models(examples, config)
+    models = build_models(examples, config, strategy)
     if "candidate" in stages and "candidate" not in done:
         epoch = saved_epoch(os.path.join(work, "backup", "candidate"))
         say("training the candidate generator" + (f" (resuming after epoch {epoch})" if epoch else ""))

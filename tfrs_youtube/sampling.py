@@ -31,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfrs_youtube.features.lookup import rows
+
 
 def background_probabilities(label_counts: np.ndarray) -> np.ndarray:
     """p over the video table's indices (0 = unknown, never a label) from the training labels'
@@ -93,7 +95,7 @@ class NegativeSampler(tf.Module):
         """`num` draws (int64 indices) from q, with replacement."""
         column = tf.random.uniform([num], 0, self.size, dtype=tf.int64)
         coin = tf.random.uniform([num])
-        return tf.where(coin < tf.gather(self.accept, column), column, tf.gather(self.alias, column))
+        return tf.where(coin < rows(self.accept, column), column, rows(self.alias, column))
 
 
 def expected_in_batch(p: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:

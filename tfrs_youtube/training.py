@@ -12,11 +12,13 @@ steps, in order:
    calibration pages.
 
 Models read examples as they stream from the shards (`inputs.dataset`), so memory does not grow
-with the log.
+with the log. Given a `tf.distribute` strategy (`distributed`), the models are built in its
+scope and trained across its processes by the same steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -25,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
+from tfrs_youtube.distributed import is_parameter_server, training_input
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
 from tfrs_youtube.inputs import dataset
 from tfrs_youtube.optimizers import model_optimizer
@@ -87,11 +90,17 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class Models:
-    """The shared embeddings and the two models that read them."""
+    """The shared embeddings and the two models that read them (and the `tf.distribute`
+    strategy whose scope holds their variables, if any)."""
 
     embeddings: FeatureEmbeddings
     candidate: CandidateGenerator
     ranker: Ranker
+    strategy: tf.distribute.Strategy | None = None
+
+    def scope(self):
+        """The strategy's scope (where compiling must happen), or no scope."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,12 +151,15 @@ def _sample(data: tf.data.Dataset, limit: int, batch_size: int):
 # Models
 
 
-def build_models(examples: ExampleSet, config: TrainConfig) -> Models:
+def build_models(examples: ExampleSet, config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> Models:
     """The embeddings (quantiles adapted on a sample of the training examples), the candidate
     generator and the ranker, untrained; deterministic in the examples and the config, so that a
-    saved run rebuilds them exactly before restoring their variables."""
-    with examples.reading():
-        return _build_models(examples, config)
+    saved run rebuilds them exactly before restoring their variables. With a `strategy`, their
+    variables are created in its scope (the big tables sharded over its parameter servers)."""
+    with examples.reading(), (strategy.scope() if strategy is not None else contextlib.nullcontext()):
+        models = _build_models(examples, config)
+    models.strategy = strategy
+    return models
 
 
 def _build_models(examples: ExampleSet, config: TrainConfig) -> Models:
@@ -196,6 +208,21 @@ def _fit(model, examples: ExampleSet, train, epochs, verbose, callbacks, **kwarg
         return model.fit(train, epochs=epochs, verbose=verbose, callbacks=list(callbacks or []), **kwargs)
 
 
+def _training_input(models: Models, examples: ExampleSet, kind: str, split: str, batch_size: int, seed: int,
+                    features, transform=None) -> tuple[object, dict]:
+    """The training split as `model.fit` reads it under the models' strategy, and the `fit`
+    arguments that go with it (parameter servers: steps per epoch, since the stream repeats)."""
+    remote = is_parameter_server(models.strategy)
+
+    def make(order_seed):
+        data = dataset(examples, kind, split, batch_size, shuffle=True, seed=seed, features=features, repeat=remote,
+                       order_seed=order_seed)
+        return transform(data) if transform is not None else data
+
+    fit_args = {"steps_per_epoch": max(1, -(-examples.num_records(kind, split) // batch_size))} if remote else {}
+    return training_input(make, models.strategy), fit_args
+
+
 def fit_candidate_generator(models: Models, examples: ExampleSet, config: TrainConfig, verbose: int = 1,
                             callbacks: list | None = None) -> dict:
     """`model.fit` of the candidate generator on the training watches, validated on the next
@@ -203,15 +230,17 @@ def fit_candidate_generator(models: Models, examples: ExampleSet, config: TrainC
     tf.keras.utils.set_random_seed(config.seed)
     model = models.candidate
     if getattr(model, "optimizer", None) is None:
-        model.compile(optimizer=candidate_optimizer(models, config))
+        with models.scope():
+            model.compile(optimizer=candidate_optimizer(models, config))
     features = candidate_features(models.embeddings)
-    train = dataset(examples, "retrieval", "train", config.batch_size, shuffle=True, seed=config.seed,
-                    features=features)
+    train, fit_args = _training_input(models, examples, "retrieval", "train", config.batch_size, config.seed, features)
     validation = None
-    if examples.num_records("retrieval", "validation"):
+    # Under parameter servers the streaming top-K metric cannot run: evaluate after training.
+    if examples.num_records("retrieval", "validation") and not is_parameter_server(models.strategy):
         validation = dataset(examples, "retrieval", "validation", EVALUATION_BATCH, features=features)
     started = time.perf_counter()
-    history = _fit(model, examples, train, config.candidate_epochs, verbose, callbacks, validation_data=validation)
+    history = _fit(model, examples, train, config.candidate_epochs, verbose, callbacks, validation_data=validation,
+                   **fit_args)
     return {"train_s": time.perf_counter() - started, "history": _history(history)}
 
 
@@ -222,12 +251,17 @@ def fit_ranker(models: Models, examples: ExampleSet, config: TrainConfig, verbos
 
     Keeps the epoch with the lowest validation weighted per-user loss (early stopping with
     patience 1), then fits the watch-time calibration on the same pages. Without a calibration
-    slice (`ExampleConfig.calibration_fraction` 0), all epochs run uncalibrated.
+    slice (`ExampleConfig.calibration_fraction` 0), all epochs run uncalibrated; under parameter
+    servers all epochs run, then the calibration is fitted.
     """
     tf.keras.utils.set_random_seed(config.seed)
     ranker = models.ranker
     if not examples.has_impressions():
         raise ExamplesError(f"{examples.directory} has no impressions to train the ranker on")
+    remote = is_parameter_server(models.strategy)
+    if remote and config.ranker.use_retrieval_score:
+        raise ValueError("ranker.use_retrieval_score needs the candidate generator inside the ranker's input, which "
+                         "parameter-server workers cannot run: train the ranker in one process (--stage ranker)")
     if config.ranker.use_retrieval_score:
         scores = []
         for batch in _sample(ranking_dataset(examples, models, config, "fit", batch_pages=512),
@@ -235,18 +269,26 @@ def fit_ranker(models: Models, examples: ExampleSet, config: TrainConfig, verbos
             scores.append(tf.boolean_mask(batch[RETRIEVAL_SCORE], batch["impression_mask"]).numpy())
         models.embeddings.adapt_continuous(retrieval_score=np.concatenate(scores))
     if getattr(ranker, "optimizer", None) is None:
-        ranker.compile(optimizer=ranker_optimizer(models, config))
+        with models.scope():
+            ranker.compile(optimizer=ranker_optimizer(models, config))
     callbacks = list(callbacks or [])
-    validation = None
+    validation = calibration = None
     if examples.num_records("ranking", "calibration"):
-        validation = ranking_dataset(examples, models, config, "calibration")
+        calibration = ranking_dataset(examples, models, config, "calibration")
+    # Under parameter servers validation cannot run inside `fit` (its metrics cannot be sent to
+    # the workers): every epoch runs, and the calibration is fitted after them.
+    if calibration is not None and not remote:
+        validation = calibration
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_weighted_per_user_loss", mode="min",
                                                           patience=1, restore_best_weights=True))
+    scores = (lambda pages: with_retrieval_scores(pages, models.candidate)) if config.ranker.use_retrieval_score else None
+    train, fit_args = _training_input(models, examples, "ranking", "fit", pages_per_batch(examples, config.batch_size),
+                                      config.seed, ranking_features(models.embeddings), transform=scores)
     started = time.perf_counter()
-    history = _fit(ranker, examples, ranking_dataset(examples, models, config, "fit", shuffle=True), config.ranker_epochs,
-                   verbose, callbacks, validation_data=validation)
-    if validation is not None:
-        ranker.calibrate(validation)
+    history = _fit(ranker, examples, train, config.ranker_epochs, verbose, callbacks, validation_data=validation,
+                   **fit_args)
+    if calibration is not None:
+        ranker.calibrate(calibration)
     return {"train_s": time.perf_counter() - started, "history": _history(history)}
 
 
@@ -255,14 +297,16 @@ def _history(history) -> dict:
 
 
 def train(examples: ExampleSet, config: TrainConfig, stages=("candidate", "ranker"), verbose: int = 1,
-          callbacks: dict | None = None, say=print) -> tuple[Models, dict]:
+          callbacks: dict | None = None, say=print, strategy: tf.distribute.Strategy | None = None
+          ) -> tuple[Models, dict]:
     """Builds the models and fits the asked stages; returns them with each stage's figures.
 
-    `callbacks` maps a stage to the Keras callbacks of its `fit` (checkpoints, TensorBoard).
+    `callbacks` maps a stage to the Keras callbacks of its `fit` (checkpoints, TensorBoard);
+    `strategy` (from `distributed.Distribution`) trains them across its processes.
     """
     say = say or (lambda *a, **k: None)
     callbacks = callbacks or {}
-    models = build_models(examples, config)
+    models = build_models(examples, config, strategy)
     info = {}
     if "candidate" in stages:
         say("training the candidate generator")

@@ -22,7 +22,14 @@ def add_parser(sub) -> None:
     train.add_argument("--logdir", help="write TensorBoard scalars (losses, metrics) here, per stage")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run after its last saved epoch")
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress: 0, 1 (bars), 2")
-    train.add_argument("--workers", type=int, default=1, help="example pipeline processes, when --data is a log")
+    train.add_argument("--workers", type=int, default=None,
+                       help="example pipeline processes, when --data is a log (default 1); with --cluster local, "
+                            "also the cluster's training workers (default 2)")
+    train.add_argument("--cluster", choices=("local", "tf-config"),
+                       help="train across processes with parameter servers holding the sharded tables: 'local' starts "
+                            "them on this machine, 'tf-config' joins the cluster that TF_CONFIG describes as its chief "
+                            "(docs/scale.md)")
+    train.add_argument("--ps", type=int, default=2, help="parameter servers of a --cluster local (%(default)s)")
     train.set_defaults(func=run)
 
 
@@ -31,6 +38,13 @@ def run(args) -> int:
     from tfrs_youtube.runs import train_run
 
     config = load_train_config(args.config)  # before anything heavy: a bad key fails fast
+    cluster = None
+    if args.cluster:
+        from tfrs_youtube.distributed import ClusterConfig
+
+        cluster = ClusterConfig(cluster=args.cluster, workers=args.workers or 2, ps=args.ps)
+    elif args.ps != 2:
+        raise SystemExit("--ps needs --cluster")
     train_run(config, args.data, args.out, stage=args.stage, logdir=args.logdir, resume=args.resume,
-              verbose=args.verbose, say=note, workers=args.workers)
+              verbose=args.verbose, say=note, workers=args.workers or 1, cluster=cluster)
     return 0

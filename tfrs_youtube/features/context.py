@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_youtube.features.contract import RequestContract
+from tfrs_youtube.features.lookup import rows
 
 
 def example_age(request_time: tf.Tensor, window_end: float) -> tf.Tensor:
@@ -51,8 +52,8 @@ class VideoCatalog(tf.keras.layers.Layer):
         return int(self.topic.shape[0])
 
     def call(self, index: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"topic": tf.gather(self.topic, index), "language": tf.gather(self.language, index),
-                "upload_time": tf.gather(self.upload_time, index)}
+        return {"topic": rows(self.topic, index), "language": rows(self.language, index),
+                "upload_time": rows(self.upload_time, index)}
 
 
 class CandidateFeatures(tf.keras.layers.Layer):
@@ -84,7 +85,7 @@ class CandidateFeatures(tf.keras.layers.Layer):
         candidates = tf.cast(candidates, tf.int64)
         facts = self.catalog(candidates)
         history = tf.cast(context["watch_history"], tf.int64)
-        history_topic = tf.gather(self.catalog.topic, history)
+        history_topic = rows(self.catalog.topic, history)
         same_topic = (tf.equal(facts["topic"][:, :, None], history_topic[:, None, :])
                       & (history_topic > 0)[:, None, :] & (facts["topic"] > 0)[:, :, None])
         ages = tf.where(same_topic, tf.cast(context["watch_ages_s"], tf.float32)[:, None, :], np.inf)

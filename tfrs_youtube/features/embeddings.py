@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfrs_youtube.features.context import CandidateFeatures, VideoCatalog
 from tfrs_youtube.features.contract import RequestContract
+from tfrs_youtube.features.lookup import rows
 from tfrs_youtube.features.quantile import QuantileNormalization
 from tfrs_youtube.sampling import background_probabilities
 
@@ -99,7 +100,7 @@ class IdEmbedding(tf.keras.layers.Layer):
         if known_rows is None:
             known = tf.cast(index > 0, tf.float32)[..., None]
         else:
-            known = tf.gather(known_rows, index)[..., None]  # row 0 (unknown, padding) must be 0
+            known = rows(known_rows, index)[..., None]  # row 0 (unknown, padding) must be 0
         if kept is not None:
             known = known * tf.cast(kept, tf.float32)[..., None]
         vectors = self.embedding(index) * known

@@ -1,0 +1,227 @@
+"""Training on a local cluster of real processes (`cluster`, `distributed`, `runs` with a cluster).
+
+Each test starts TensorFlow servers as processes on localhost ports; every one must be gone when
+the test ends. The sizes are tiny: what is checked is the protocol (sharded tables, checkpoints
+that one process restores, a lost worker, a lost parameter server, a killed coordinator), not
+the figures, which `benchmarks/distributed.py` measures.
+"""
+
+import ast
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import tempfile
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {"candidate_epochs": 3, "ranker_epochs": 1, "batch_size": 64, "serving": {"num_candidates": 100}}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too (its parent has not reaped it yet)
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _wait_gone(pids, timeout_s: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def _announced_pids(text: str) -> dict[str, int]:
+    found = re.search(r"\(pids (\{[^}]*\})\)", text)
+    assert found, f"the cluster's process ids were not announced:\n{text[-2000:]}"
+    return ast.literal_eval(found.group(1))
+
+
+def _config_file(tmp_path, **changes):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**CONFIG, **changes}))
+    return path
+
+
+def _in_child(check: str, examples) -> None:
+    """Runs `check(examples)` of this module in a fresh interpreter: a process that was a cluster's
+    coordinator stays connected to it, so the pytest process must not become one."""
+    done = subprocess.run([sys.executable, __file__, check, examples.directory], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    assert done.stdout.strip().splitlines()[-1] == f"{check}: ok"
+
+
+def test_the_video_table_is_split_over_the_parameter_servers_and_restores_whole(tiny_examples):
+    _in_child("sharded_table_restores_whole", tiny_examples)
+
+
+def test_a_worker_killed_mid_run_does_not_stop_it(tiny_examples):
+    _in_child("worker_killed_mid_run", tiny_examples)
+
+
+def sharded_table_restores_whole(tiny_examples):
+    from tfrs_youtube.distributed import ClusterConfig, Distribution
+    from tfrs_youtube.runs import _create_variables
+    from tfrs_youtube.training import TrainConfig, build_models, train
+
+    config = TrainConfig(candidate_epochs=1, batch_size=128)
+    untrained = build_models(tiny_examples, config).embeddings.video.embedding.embeddings.numpy()
+    # The tiny video table is 77 KB: shard anything above 16 KB, so that it splits. (Everything
+    # runs inside the cluster's lifetime: once its coordinator, a process stays connected to it.)
+    with Distribution(ClusterConfig(workers=2, ps=2, min_shard_bytes=16 << 10)) as distribution, \
+            tempfile.TemporaryDirectory(prefix="tfrs-youtube-test-") as scratch:
+        pids = list(distribution.local.pids().values())
+        models, info = train(tiny_examples, config, stages=("candidate",), verbose=0, say=None,
+                             strategy=distribution.strategy)
+        assert np.all(np.isfinite(info["candidate"]["history"]["loss"]))
+        table = models.embeddings.video.embedding.embeddings
+        assert isinstance(table, tf.__internal__.distribute.ShardedVariable)
+        devices = sorted(tf.DeviceSpec.from_string(v.device).to_string() for v in table.variables)
+        assert [d.split("/device")[0] for d in devices] == ["/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"]
+        rows = [int(v.shape[0]) for v in table.variables]
+        assert sum(rows) == table.shape[0] and abs(rows[0] - rows[1]) <= 1  # about 1/P each
+        trained = np.concatenate([v.numpy() for v in table.variables])
+        assert not np.allclose(trained, untrained)
+        path = tf.train.Checkpoint(embeddings=models.embeddings, candidate=models.candidate).write(
+            os.path.join(scratch, "model"))
+
+        # One process (no strategy) restores the coordinator's checkpoint: the table whole.
+        single = build_models(tiny_examples, config)
+        _create_variables(single, tiny_examples, ranker=False)
+        status = tf.train.Checkpoint(embeddings=single.embeddings, candidate=single.candidate).read(path)
+        status.assert_existing_objects_matched()
+        status.expect_partial()
+        np.testing.assert_array_equal(single.embeddings.video.embedding.embeddings.numpy(), trained)
+    assert not _wait_gone(pids), "cluster processes outlived the cluster"
+
+
+def worker_killed_mid_run(tiny_examples):
+    from tfrs_youtube.distributed import ClusterConfig, Distribution
+    from tfrs_youtube.training import TrainConfig, train
+
+    config = TrainConfig(candidate_epochs=4, batch_size=32)
+    killed = {}
+
+    class KillAWorker(tf.keras.callbacks.Callback):
+        """In the second epoch, while steps are in flight, SIGKILLs worker 1."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                def kill():
+                    distribution.local.processes[("worker", 1)].send_signal(signal.SIGKILL)
+                    killed["at"] = time.monotonic()
+                threading.Timer(0.3, kill).start()
+
+    with Distribution(ClusterConfig(workers=2, ps=2)) as distribution:
+        pids = list(distribution.local.pids().values())
+        models, info = train(tiny_examples, config, stages=("candidate",), verbose=0, say=None,
+                             strategy=distribution.strategy, callbacks={"candidate": [KillAWorker()]})
+        assert killed, "the worker was not killed during training"
+        assert distribution.local.processes[("worker", 1)].poll() is not None
+    losses = info["candidate"]["history"]["loss"]
+    assert len(losses) == 4 and np.all(np.isfinite(losses)), losses
+    assert not _wait_gone(pids)
+
+
+def test_the_cli_trains_on_a_local_cluster_and_the_run_exports_and_answers(tiny_examples, tmp_path):
+    from tfrs_youtube.reports import held_out_requests
+    from tfrs_youtube.requests import rest_body, take
+
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "tfrs_youtube", "train", "--config", _config_file(tmp_path),
+                           "--data", tiny_examples.directory, "--out", run, "--cluster", "local", "--workers", "2",
+                           "--ps", "2", "--verbose", "0"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    pids = _announced_pids(done.stdout + done.stderr)
+    assert sorted(pids) == ["ps:0", "ps:1", "worker:0", "worker:1"]
+    assert not _wait_gone(pids.values()), "cluster processes outlived training"
+    info = json.loads((run / "run.json").read_text())
+    assert info["cluster"] == {"cluster": "local", "strategy": "parameter_server", "workers": 2, "ps": 2}
+    assert set(info["stages"]) == {"candidate", "ranker"}
+
+    base = tmp_path / "saved_models"
+    done = subprocess.run([sys.executable, "-m", "tfrs_youtube", "export", "--run", run, "--base-dir", base,
+                           "--name", "tiny"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    requests, _ = held_out_requests(tiny_examples)
+    body = tmp_path / "request.json"
+    body.write_text(json.dumps(rest_body(take(requests, slice(0, 2)), np.arange(2))))
+    done = subprocess.run([sys.executable, "-m", "tfrs_youtube", "recommend", "--model", base / "tiny_portable",
+                           "--request", body], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    predictions = json.loads(done.stdout)["predictions"]
+    corpus = set(tiny_examples.vocabulary("video"))
+    assert len(predictions) == 2 and all(p["video_ids"] and set(p["video_ids"]) <= corpus for p in predictions)
+
+
+def test_a_killed_coordinator_leaves_no_server_and_the_run_resumes(tiny_examples, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "tfrs_youtube", "train", "--config",
+               _config_file(tmp_path, candidate_epochs=15), "--data", tiny_examples.directory, "--out", run,
+               "--stage", "candidate", "--cluster", "local", "--verbose", "0"]
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        coordinator = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        backup = tmp_path / "run.partial" / "backup" / "candidate" / "chief" / "checkpoint"
+        deadline = time.monotonic() + 300
+        while not backup.exists() and coordinator.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert backup.exists(), log.read_text()[-3000:]
+        coordinator.kill()  # SIGKILL: no handler runs, the servers only see their parent die
+        coordinator.wait()
+    pids = _announced_pids(log.read_text())
+    assert not _wait_gone(pids.values()), "cluster processes outlived their killed coordinator"
+
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "resuming after epoch" in done.stdout + done.stderr
+    info = json.loads((run / "run.json").read_text())
+    assert info["stages"]["candidate"]["resumed_after_epoch"] >= 1
+    assert not _wait_gone(_announced_pids(done.stdout + done.stderr).values())
+
+
+def test_a_lost_parameter_server_stops_the_run_with_a_clear_error_and_it_resumes(tiny_examples, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "tfrs_youtube", "train", "--config",
+               _config_file(tmp_path, candidate_epochs=15), "--data", tiny_examples.directory, "--out", run,
+               "--stage", "candidate", "--cluster", "local", "--verbose", "0"]
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        coordinator = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        backup = tmp_path / "run.partial" / "backup" / "candidate" / "chief" / "checkpoint"
+        deadline = time.monotonic() + 300
+        while not backup.exists() and coordinator.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert backup.exists(), log.read_text()[-3000:]
+        pids = _announced_pids(log.read_text())
+        os.kill(pids["ps:0"], signal.SIGKILL)
+        code = coordinator.wait(timeout=300)
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    error = [line for line in text.splitlines() if line.startswith("tfrs-youtube train: error:")]
+    assert error and "parameter server was lost" in error[0] and "--resume" in error[0], text[-3000:]
+    assert not _wait_gone(pids.values())
+
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads((run / "run.json").read_text())["stages"]["candidate"]["resumed_after_epoch"] >= 1
+
+
+if __name__ == "__main__":
+    import tfrs_youtube  # noqa: F401  (Keras 2 first)
+    from tfrs_youtube.pipeline import ExampleSet
+
+    globals()[sys.argv[1]](ExampleSet(sys.argv[2]))
+    print(f"{sys.argv[1]}: ok", flush=True)

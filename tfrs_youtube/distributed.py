@@ -1,0 +1,144 @@
+"""Training across processes: the same models and `model.fit`, on `tf.distribute`.
+
+Two strategies, for two sizes of table:
+
+- **Parameter servers** (`ParameterServerStrategy`, the default). The big id tables are split
+  row-wise over the parameter servers (a `ShardedVariable`: only tables above
+  `min_shard_bytes` are split; the small ones and the dense layers each live whole on one
+  server), so no process holds a whole table and the corpus can outgrow one machine's memory.
+  Workers pull the rows a step reads and push that step's sparse updates; the coordinator
+  (this process) schedules steps asynchronously and retries a step on another worker when its
+  worker is lost.
+- **Mirrored workers** (`MultiWorkerMirroredStrategy`). Every worker holds every variable and
+  its optimizer slots, and the workers all-reduce their gradients every step: synchronous,
+  deterministic for a given cluster, but each worker must fit the whole model, and in-batch
+  negatives come from each worker's own share of the batch. For tables that fit every worker.
+
+The models are built inside the strategy's scope by the one trainer (`training.train`), which
+reads its input through `training_input` here: under parameter servers each worker reads the
+whole training split in its own shuffled order, repeating, and an epoch is a number of steps.
+The coordinator checkpoints as a single process does (`runs`): a sharded table is saved as one
+tensor, so evaluation and export restore it into the single-process models unchanged.
+
+What does not run under parameter servers, and what is done instead: validation during `fit`
+(TFRS's streaming top-K metric cannot be sent to the workers) and the ranker's early stopping
+on it; the models are evaluated after training, in one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from tfrs_youtube.cluster import ClusterError, LocalCluster, cluster_resolver
+
+STRATEGIES = ("parameter_server", "multi_worker_mirrored")
+
+
+@dataclasses.dataclass
+class ClusterConfig:
+    """Where training runs.
+
+    Args:
+      cluster: "local" (servers started on this machine) or "tf-config" (a real cluster
+        described by `TF_CONFIG`; this process is its chief).
+      workers, ps: the local cluster's worker and parameter-server tasks.
+      strategy: "parameter_server" or "multi_worker_mirrored" (see the module docstring).
+      min_shard_bytes: a variable at least this large is split over the parameter servers
+        (into at most one shard per server).
+      log_dir: where a local cluster's tasks write their logs (default: discarded).
+    """
+
+    cluster: str = "local"
+    workers: int = 2
+    ps: int = 2
+    strategy: str = "parameter_server"
+    min_shard_bytes: int = 256 << 10
+    log_dir: str | None = None
+
+    def __post_init__(self):
+        if self.cluster not in ("local", "tf-config"):
+            raise ValueError(f"cluster must be 'local' or 'tf-config', got {self.cluster!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.strategy == "multi_worker_mirrored":
+            raise ValueError("strategy 'multi_worker_mirrored' runs one copy of the training program per worker "
+                             "(see docs/scale.md); the train command runs the parameter-server strategy")
+
+
+def parameter_server_strategy(resolver, num_ps: int, min_shard_bytes: int) -> tf.distribute.Strategy:
+    """`ParameterServerStrategy` that shards only the variables of at least `min_shard_bytes`,
+    into at most `num_ps` shards (a `FixedShardsPartitioner` would split every Dense kernel too)."""
+    partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=min_shard_bytes, max_shards=num_ps)
+    return tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
+
+
+class Distribution:
+    """A started cluster and its strategy: a context manager that ends the local cluster's
+    processes on exit (finished or failed)."""
+
+    def __init__(self, config: ClusterConfig):
+        self.config = config
+        self.local: LocalCluster | None = None
+        self.strategy: tf.distribute.Strategy | None = None
+        self.spec: dict = {}
+
+    def __enter__(self) -> "Distribution":
+        c = self.config
+        if c.cluster == "local":
+            self.local = LocalCluster(c.workers, c.ps, log_dir=c.log_dir).start()
+        try:
+            resolver = cluster_resolver(c.cluster, self.local)
+            self.spec = resolver.cluster_spec().as_dict()
+            num_ps = len(self.spec.get("ps", []))
+            self.strategy = parameter_server_strategy(resolver, num_ps, c.min_shard_bytes)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.local is not None:
+            self.local.stop()
+
+    def describe(self) -> dict:
+        return {"cluster": self.config.cluster, "strategy": self.config.strategy,
+                "workers": len(self.spec.get("worker", [])), "ps": len(self.spec.get("ps", []))}
+
+
+def is_parameter_server(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.ParameterServerStrategy)
+
+
+def training_input(make_dataset, strategy):
+    """What `model.fit` reads under `strategy`: `make_dataset(None)` in one process; under
+    parameter servers a `DatasetCreator` that each worker calls for its own repeating stream,
+    `make_dataset(order_seed)` with a tensor that orders the shards.
+
+    The workers run one traced copy of the input function, and its input context reports a
+    single input pipeline, so nothing in it tells one worker from another; a seed read from the
+    worker's clock gives each its own order of the shards (parameter-server training is
+    asynchronous, so its order is not reproducible anyway).
+    """
+    if not is_parameter_server(strategy):
+        return make_dataset(None)
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        seed = tf.cast(tf.math.floormod(tf.timestamp() * 1e6, 2.0 ** 31), tf.int64)
+        return make_dataset(seed)
+
+    return tf.keras.utils.experimental.DatasetCreator(per_worker)
+
+
+def lost_task_error(err: BaseException, strategy) -> ClusterError | None:
+    """A clear error for a run stopped by a lost parameter server (the strategy retries a lost
+    worker's steps itself; a lost server takes its variables with it), or None."""
+    if not is_parameter_server(strategy):
+        return None
+    if isinstance(err, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+                        tf.errors.NotFoundError)) or "PSUnavailableError" in type(err).__name__:
+        return ClusterError(f"a parameter server was lost ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                            f"the variables it held are gone, so training stopped")
+    return None

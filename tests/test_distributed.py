@@ -54,6 +54,31 @@ def _config_file(tmp_path, **changes):
     return path
 
 
+def test_bad_cluster_settings_are_refused_by_name(monkeypatch):
+    from tfrs_youtube.cluster import ClusterError, LocalCluster, cluster_resolver
+    from tfrs_youtube.distributed import ClusterConfig
+
+    with pytest.raises(ValueError, match="cluster must be 'local' or 'tf-config'"):
+        ClusterConfig(cluster="yarn")
+    with pytest.raises(ValueError, match="cluster='tf-config'"):
+        ClusterConfig(strategy="multi_worker_mirrored")
+    with pytest.raises(ValueError, match="at least one worker and one parameter server"):
+        LocalCluster(workers=0, ps=2)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ClusterError, match="TF_CONFIG is not set"):
+        cluster_resolver("tf-config")
+    monkeypatch.setenv("TF_CONFIG", "{cluster")
+    with pytest.raises(ClusterError, match="TF_CONFIG is not JSON"):
+        cluster_resolver("tf-config")
+    spec = {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": spec, "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(ClusterError, match="python -m tfrs_youtube.cluster"):
+        cluster_resolver("tf-config")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"]}, "task": {"type": "chief"}}))
+    with pytest.raises(ClusterError, match="needs 'worker' and 'ps' tasks"):
+        cluster_resolver("tf-config")
+
+
 def _in_child(check: str, examples) -> None:
     """Runs `check(examples)` of this module in a fresh interpreter: a process that was a cluster's
     coordinator stays connected to it, so the pytest process must not become one."""
@@ -217,6 +242,42 @@ def test_a_lost_parameter_server_stops_the_run_with_a_clear_error_and_it_resumes
     done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     assert json.loads((run / "run.json").read_text())["stages"]["candidate"]["resumed_after_epoch"] >= 1
+
+
+def test_mirrored_workers_train_the_same_model(tiny_examples, tmp_path):
+    """Two copies of one training program, each with its TF_CONFIG, all-reduce every step."""
+    from tfrs_youtube.cluster import free_port
+
+    spec = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    workers = [subprocess.Popen(
+        [sys.executable, __file__, "mirrored_worker", tiny_examples.directory], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                 TF_CONFIG=json.dumps({"cluster": spec, "task": {"type": "worker", "index": i}})))
+        for i in range(2)]
+    try:
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    results = [json.loads(o.strip().splitlines()[-2]) for o in outputs]
+    assert results[0]["losses"] == results[1]["losses"], results  # one model, stepped together
+    assert len(results[0]["losses"]["candidate"]) == 2 and np.all(np.isfinite(results[0]["losses"]["candidate"]))
+    assert [r["describe"]["workers"] for r in results] == [2, 2]
+    assert all(r["table"] == "MirroredVariable" for r in results), results  # a whole copy on each worker
+
+
+def mirrored_worker(tiny_examples):
+    from tfrs_youtube.distributed import ClusterConfig, Distribution
+    from tfrs_youtube.training import TrainConfig, train
+
+    config = TrainConfig(candidate_epochs=2, ranker_epochs=1, batch_size=128)
+    with Distribution(ClusterConfig(cluster="tf-config", strategy="multi_worker_mirrored")) as distribution:
+        models, info = train(tiny_examples, config, verbose=0, say=None, strategy=distribution.strategy)
+        print(json.dumps({"losses": {stage: figures["history"]["loss"] for stage, figures in info.items()},
+                          "describe": distribution.describe(),
+                          "table": type(models.embeddings.video.embedding.embeddings).__name__}), flush=True)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import tensorflow as tf
 SERVER_THREADS = 2
 
 
-class ClusterError(RuntimeError):
+class ClusterError(ValueError):
     """A cluster task could not start, or was lost."""
 
 

@@ -11,8 +11,11 @@ Two strategies, for two sizes of table:
   worker is lost.
 - **Mirrored workers** (`MultiWorkerMirroredStrategy`). Every worker holds every variable and
   its optimizer slots, and the workers all-reduce their gradients every step: synchronous,
-  deterministic for a given cluster, but each worker must fit the whole model, and in-batch
+  the same numbers on every worker, but each worker must fit the whole model, and in-batch
   negatives come from each worker's own share of the batch. For tables that fit every worker.
+  Every worker runs the same program with its own `TF_CONFIG` (`ClusterConfig(cluster=
+  "tf-config", strategy="multi_worker_mirrored")`); worker 0 is the chief, whose checkpoints
+  count.
 
 The models are built inside the strategy's scope by the one trainer (`training.train`), which
 reads its input through `training_input` here: under parameter servers each worker reads the
@@ -20,9 +23,10 @@ whole training split in its own shuffled order, repeating, and an epoch is a num
 The coordinator checkpoints as a single process does (`runs`): a sharded table is saved as one
 tensor, so evaluation and export restore it into the single-process models unchanged.
 
-What does not run under parameter servers, and what is done instead: validation during `fit`
-(TFRS's streaming top-K metric cannot be sent to the workers) and the ranker's early stopping
-on it; the models are evaluated after training, in one process.
+What does not run across processes, and what is done instead: validation during `fit` (TFRS's
+streaming top-K metric cannot be sent to parameter-server workers, and mirrored workers would
+sum it) and the ranker's early stopping on it; the models are evaluated after training, in one
+process.
 """
 
 from __future__ import annotations
@@ -62,9 +66,9 @@ class ClusterConfig:
             raise ValueError(f"cluster must be 'local' or 'tf-config', got {self.cluster!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.strategy == "multi_worker_mirrored":
-            raise ValueError("strategy 'multi_worker_mirrored' runs one copy of the training program per worker "
-                             "(see docs/scale.md); the train command runs the parameter-server strategy")
+        if self.strategy == "multi_worker_mirrored" and self.cluster != "tf-config":
+            raise ValueError("strategy 'multi_worker_mirrored' runs one copy of the training program per worker, "
+                             "each with its TF_CONFIG: use cluster='tf-config' in every copy (docs/distributed.md)")
 
 
 def parameter_server_strategy(resolver, num_ps: int, min_shard_bytes: int) -> tf.distribute.Strategy:
@@ -87,6 +91,11 @@ class Distribution:
 
     def __enter__(self) -> "Distribution":
         c = self.config
+        if c.strategy == "multi_worker_mirrored":
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver())
+            self.spec = self.strategy.cluster_resolver.cluster_spec().as_dict()
+            return self
         if c.cluster == "local":
             self.local = LocalCluster(c.workers, c.ps, log_dir=c.log_dir).start()
         try:
@@ -104,8 +113,10 @@ class Distribution:
             self.local.stop()
 
     def describe(self) -> dict:
-        return {"cluster": self.config.cluster, "strategy": self.config.strategy,
-                "workers": len(self.spec.get("worker", [])), "ps": len(self.spec.get("ps", []))}
+        workers = len(self.spec.get("worker", [])) + len(self.spec.get("chief", [])) * (
+            self.config.strategy == "multi_worker_mirrored")
+        return {"cluster": self.config.cluster, "strategy": self.config.strategy, "workers": workers,
+                "ps": len(self.spec.get("ps", []))}
 
 
 def is_parameter_server(strategy) -> bool:
@@ -123,13 +134,24 @@ def training_input(make_dataset, strategy):
     asynchronous, so its order is not reproducible anyway).
     """
     if not is_parameter_server(strategy):
-        return make_dataset(None)
+        return split_between_workers(make_dataset(None), strategy)
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
         seed = tf.cast(tf.math.floormod(tf.timestamp() * 1e6, 2.0 ** 31), tf.int64)
         return make_dataset(seed)
 
     return tf.keras.utils.experimental.DatasetCreator(per_worker)
+
+
+def split_between_workers(data: tf.data.Dataset, strategy) -> tf.data.Dataset:
+    """`data` as mirrored workers read it: split between them record by record (a split of the
+    examples may hold fewer shards than there are workers, so splitting by file would fail). In
+    one process, `data` itself."""
+    if strategy is None or is_parameter_server(strategy):
+        return data
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.with_options(options)
 
 
 def lost_task_error(err: BaseException, strategy) -> ClusterError | None:

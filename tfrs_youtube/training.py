@@ -235,8 +235,9 @@ def fit_candidate_generator(models: Models, examples: ExampleSet, config: TrainC
     features = candidate_features(models.embeddings)
     train, fit_args = _training_input(models, examples, "retrieval", "train", config.batch_size, config.seed, features)
     validation = None
-    # Under parameter servers the streaming top-K metric cannot run: evaluate after training.
-    if examples.num_records("retrieval", "validation") and not is_parameter_server(models.strategy):
+    # Across processes the streaming top-K metric cannot run (parameter servers) or is summed
+    # over the workers (mirrored): evaluate after training, in one process.
+    if examples.num_records("retrieval", "validation") and models.strategy is None:
         validation = dataset(examples, "retrieval", "validation", EVALUATION_BATCH, features=features)
     started = time.perf_counter()
     history = _fit(model, examples, train, config.candidate_epochs, verbose, callbacks, validation_data=validation,
@@ -251,8 +252,8 @@ def fit_ranker(models: Models, examples: ExampleSet, config: TrainConfig, verbos
 
     Keeps the epoch with the lowest validation weighted per-user loss (early stopping with
     patience 1), then fits the watch-time calibration on the same pages. Without a calibration
-    slice (`ExampleConfig.calibration_fraction` 0), all epochs run uncalibrated; under parameter
-    servers all epochs run, then the calibration is fitted.
+    slice (`ExampleConfig.calibration_fraction` 0), all epochs run uncalibrated; across processes
+    (a `tf.distribute` strategy) all epochs run, then the calibration is fitted.
     """
     tf.keras.utils.set_random_seed(config.seed)
     ranker = models.ranker
@@ -275,9 +276,10 @@ def fit_ranker(models: Models, examples: ExampleSet, config: TrainConfig, verbos
     validation = calibration = None
     if examples.num_records("ranking", "calibration"):
         calibration = ranking_dataset(examples, models, config, "calibration")
-    # Under parameter servers validation cannot run inside `fit` (its metrics cannot be sent to
-    # the workers): every epoch runs, and the calibration is fitted after them.
-    if calibration is not None and not remote:
+    # Across processes validation cannot run inside `fit` (parameter servers cannot run its
+    # metrics; mirrored workers would sum them): every epoch runs, then the calibration is fitted
+    # (by each process, on the whole calibration slice).
+    if calibration is not None and models.strategy is None:
         validation = calibration
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_weighted_per_user_loss", mode="min",
                                                           patience=1, restore_best_weights=True))

@@ -44,7 +44,7 @@ def run(args) -> int:
 
         cluster = ClusterConfig(cluster=args.cluster, workers=args.workers or 2, ps=args.ps)
     elif args.ps != 2:
-        raise SystemExit("--ps needs --cluster")
+        raise ValueError("--ps needs --cluster local")
     train_run(config, args.data, args.out, stage=args.stage, logdir=args.logdir, resume=args.resume,
               verbose=args.verbose, say=note, workers=args.workers or 1, cluster=cluster)
     return 0

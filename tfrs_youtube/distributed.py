@@ -124,21 +124,22 @@ def is_parameter_server(strategy) -> bool:
 
 
 def training_input(make_dataset, strategy):
-    """What `model.fit` reads under `strategy`: `make_dataset(None)` in one process; under
-    parameter servers a `DatasetCreator` that each worker calls for its own repeating stream,
-    `make_dataset(order_seed)` with a tensor that orders the shards.
+    """What `model.fit` reads under `strategy`: `make_dataset(None)` in one process (or on each
+    mirrored worker, which split its records); under parameter servers a `DatasetCreator` that
+    each worker calls for its own repeating stream, `make_dataset((index, workers))`.
 
     The workers run one traced copy of the input function, and its input context reports a
-    single input pipeline, so nothing in it tells one worker from another; a seed read from the
-    worker's clock gives each its own order of the shards (parameter-server training is
-    asynchronous, so its order is not reproducible anyway).
+    single input pipeline (so `shard` on it would do nothing); the coordinator's worker index,
+    resolved on each worker, gives each its share of every pass over the data, so that an epoch
+    of steps reads each record about once, as in one process.
     """
     if not is_parameter_server(strategy):
         return split_between_workers(make_dataset(None), strategy)
+    num_workers = strategy.extended._num_workers  # no public accessor in TF 2.20
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        seed = tf.cast(tf.math.floormod(tf.timestamp() * 1e6, 2.0 ** 31), tf.int64)
-        return make_dataset(seed)
+        index = tf.distribute.coordinator.experimental_get_current_worker_index()
+        return make_dataset((index, num_workers))
 
     return tf.keras.utils.experimental.DatasetCreator(per_worker)
 

@@ -87,7 +87,7 @@ def parser(examples: ExampleSet, kind: str, split: str, features: tuple[str, ...
 
 def dataset(examples: ExampleSet, kind: str, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
             features: tuple[str, ...] | None = None, repeat: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER,
-            files: list[str] | None = None, order_seed: tf.Tensor | None = None) -> tf.data.Dataset:
+            files: list[str] | None = None, worker: tuple[tf.Tensor, int] | None = None) -> tf.data.Dataset:
     """Batches of one kind and split of `examples` as feature dicts (see the module docstring).
 
     Args:
@@ -98,8 +98,9 @@ def dataset(examples: ExampleSet, kind: str, split: str, batch_size: int, shuffl
         "example_age_s" (derived from the request time) or "impression_mask" (ranking).
       repeat: repeat forever (for `steps_per_epoch`, or each worker's own stream).
       files: read these shards instead of all of the split's (e.g. one worker's share).
-      order_seed: an int64 tensor that permutes the shards first (a value computed where the
-        input runs, so that workers running one traced input function differ).
+      worker: (index, number of workers): this worker reads every number-th record of the
+        stream that all workers order alike, so that together they read each record once per
+        pass (the index may be a tensor known only where the input runs).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -107,10 +108,7 @@ def dataset(examples: ExampleSet, kind: str, split: str, batch_size: int, shuffl
     files = list(files if files is not None else shards)
     if not files:
         raise ExamplesError(f"{examples.directory} has no {kind}/{split} examples")
-    names = tf.constant(files)
-    if order_seed is not None:
-        names = tf.random.experimental.stateless_shuffle(names, seed=tf.stack([tf.cast(order_seed, tf.int64), 0]))
-    data = tf.data.Dataset.from_tensor_slices(names)
+    data = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         data = data.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -118,6 +116,9 @@ def dataset(examples: ExampleSet, kind: str, split: str, batch_size: int, shuffl
     data = data.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
                            cycle_length=min(len(files), 8), block_length=16, num_parallel_calls=tf.data.AUTOTUNE,
                            deterministic=True)
+    if worker is not None:
+        index, num_workers = worker
+        data = data.shard(num_workers, tf.cast(index, tf.int64))
     if shuffle:
         data = data.shuffle(min(shuffle_buffer, max(examples.num_records(kind, split), 1)), seed=seed,
                             reshuffle_each_iteration=True)

@@ -214,9 +214,9 @@ def _training_input(models: Models, examples: ExampleSet, kind: str, split: str,
     arguments that go with it (parameter servers: steps per epoch, since the stream repeats)."""
     remote = is_parameter_server(models.strategy)
 
-    def make(order_seed):
+    def make(worker):
         data = dataset(examples, kind, split, batch_size, shuffle=True, seed=seed, features=features, repeat=remote,
-                       order_seed=order_seed)
+                       worker=worker)
         return transform(data) if transform is not None else data
 
     fit_args = {"steps_per_epoch": max(1, -(-examples.num_records(kind, split) // batch_size))} if remote else {}

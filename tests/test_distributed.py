@@ -191,6 +191,38 @@ def test_the_cli_trains_on_a_local_cluster_and_the_run_exports_and_answers(tiny_
     assert len(predictions) == 2 and all(p["video_ids"] and set(p["video_ids"]) <= corpus for p in predictions)
 
 
+def test_a_cluster_described_by_tf_config_trains_like_a_real_one(tiny_examples, tmp_path):
+    """Each task as on its own machine: the servers run `python -m tfrs_youtube.cluster` with their
+    TF_CONFIG, the chief `tfrs-youtube train --cluster tf-config` with its own."""
+    from tfrs_youtube.cluster import free_port
+
+    spec = {"chief": [f"localhost:{free_port()}"], "worker": [f"localhost:{free_port()}" for _ in range(2)],
+            "ps": [f"localhost:{free_port()}" for _ in range(2)]}
+
+    def env(job, index):
+        return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                    TF_CONFIG=json.dumps({"cluster": spec, "task": {"type": job, "index": index}}))
+
+    servers = [subprocess.Popen([sys.executable, "-m", "tfrs_youtube.cluster"], env=env(job, i),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for job in ("ps", "worker") for i in range(2)]
+    try:
+        run = tmp_path / "run"
+        done = subprocess.run([sys.executable, "-m", "tfrs_youtube", "train", "--config",
+                               _config_file(tmp_path, candidate_epochs=1), "--data", tiny_examples.directory, "--out",
+                               run, "--stage", "candidate", "--cluster", "tf-config", "--verbose", "0"],
+                              env=env("chief", 0), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert all(s.poll() is None for s in servers), "a server task stopped during training"
+        info = json.loads((run / "run.json").read_text())
+        assert info["cluster"] == {"cluster": "tf-config", "strategy": "parameter_server", "workers": 2, "ps": 2}
+        assert "candidate" in info["stages"]
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+
+
 def test_a_killed_coordinator_leaves_no_server_and_the_run_resumes(tiny_examples, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "tfrs_youtube", "train", "--config",

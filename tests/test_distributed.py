@@ -223,57 +223,55 @@ def test_a_cluster_described_by_tf_config_trains_like_a_real_one(tiny_examples, 
             server.wait()
 
 
-def test_a_killed_coordinator_leaves_no_server_and_the_run_resumes(tiny_examples, tmp_path):
-    run = tmp_path / "run"
+def _train_until_an_epoch_is_saved(tiny_examples, tmp_path):
+    """Starts `train --cluster local` for a long run and returns once its first epoch is saved:
+    (the command, the running coordinator, the file of its output)."""
     command = [sys.executable, "-m", "tfrs_youtube", "train", "--config",
-               _config_file(tmp_path, candidate_epochs=15), "--data", tiny_examples.directory, "--out", run,
-               "--stage", "candidate", "--cluster", "local", "--verbose", "0"]
+               _config_file(tmp_path, candidate_epochs=15), "--data", tiny_examples.directory, "--out",
+               tmp_path / "run", "--stage", "candidate", "--cluster", "local", "--verbose", "0"]
     log = tmp_path / "train.log"
     with open(log, "w") as out:
         coordinator = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        backup = tmp_path / "run.partial" / "backup" / "candidate" / "chief" / "checkpoint"
-        deadline = time.monotonic() + 300
-        while not backup.exists() and coordinator.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert backup.exists(), log.read_text()[-3000:]
-        coordinator.kill()  # SIGKILL: no handler runs, the servers only see their parent die
+    backup = tmp_path / "run.partial" / "backup" / "candidate" / "chief" / "checkpoint"
+    deadline = time.monotonic() + 300
+    while not backup.exists() and coordinator.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not backup.exists():
+        coordinator.kill()
         coordinator.wait()
-    pids = _announced_pids(log.read_text())
-    assert not _wait_gone(pids.values()), "cluster processes outlived their killed coordinator"
+        pytest.fail(f"no epoch was saved:\n{log.read_text()[-3000:]}")
+    return command, coordinator, log
 
+
+def _resumes(command, tmp_path) -> None:
     done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "resuming after epoch" in done.stdout + done.stderr
-    info = json.loads((run / "run.json").read_text())
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["stages"]["candidate"]["resumed_after_epoch"] >= 1
     assert not _wait_gone(_announced_pids(done.stdout + done.stderr).values())
 
 
+def test_a_killed_coordinator_leaves_no_server_and_the_run_resumes(tiny_examples, tmp_path):
+    command, coordinator, log = _train_until_an_epoch_is_saved(tiny_examples, tmp_path)
+    coordinator.kill()  # SIGKILL: no handler runs, the servers only see their parent die
+    coordinator.wait()
+    pids = _announced_pids(log.read_text())
+    assert not _wait_gone(pids.values()), "cluster processes outlived their killed coordinator"
+    _resumes(command, tmp_path)
+
+
 def test_a_lost_parameter_server_stops_the_run_with_a_clear_error_and_it_resumes(tiny_examples, tmp_path):
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "tfrs_youtube", "train", "--config",
-               _config_file(tmp_path, candidate_epochs=15), "--data", tiny_examples.directory, "--out", run,
-               "--stage", "candidate", "--cluster", "local", "--verbose", "0"]
-    log = tmp_path / "train.log"
-    with open(log, "w") as out:
-        coordinator = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        backup = tmp_path / "run.partial" / "backup" / "candidate" / "chief" / "checkpoint"
-        deadline = time.monotonic() + 300
-        while not backup.exists() and coordinator.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert backup.exists(), log.read_text()[-3000:]
-        pids = _announced_pids(log.read_text())
-        os.kill(pids["ps:0"], signal.SIGKILL)
-        code = coordinator.wait(timeout=300)
+    command, coordinator, log = _train_until_an_epoch_is_saved(tiny_examples, tmp_path)
+    pids = _announced_pids(log.read_text())
+    os.kill(pids["ps:0"], signal.SIGKILL)
+    code = coordinator.wait(timeout=300)
     text = log.read_text()
     assert code == 1, text[-3000:]
     error = [line for line in text.splitlines() if line.startswith("tfrs-youtube train: error:")]
     assert error and "parameter server was lost" in error[0] and "--resume" in error[0], text[-3000:]
     assert not _wait_gone(pids.values())
-
-    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert json.loads((run / "run.json").read_text())["stages"]["candidate"]["resumed_after_epoch"] >= 1
+    _resumes(command, tmp_path)
 
 
 def test_mirrored_workers_train_the_same_model(tiny_examples, tmp_path):

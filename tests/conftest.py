@@ -69,5 +69,26 @@ def exported_models(tiny_system, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def exported_ivf(tiny_system, tmp_path_factory):
+    """The same export with the portable twin on the partitioned index (the tiny corpus is below
+    the size where it is chosen by default)."""
+    import dataclasses
+
+    from tfrs_youtube.export import export_with_warmup
+    from tfrs_youtube.serving import TwoStageRecommender
+
+    config = dataclasses.replace(tiny_system.config.serving, portable_index="ivf")
+    recommender = TwoStageRecommender(tiny_system.models.candidate, tiny_system.models.ranker, config)
+    base = tmp_path_factory.mktemp("saved_models_ivf")
+    return export_with_warmup(recommender, tiny_system.examples, str(base), "tiny")
+
+
+@pytest.fixture(scope="session", params=["exact", "ivf"])
+def portable_model(request, exported_models, exported_ivf):
+    """The portable twin's version directory, on exact search and on the partitioned index."""
+    return (exported_models if request.param == "exact" else exported_ivf)["portable"]
+
+
+@pytest.fixture(scope="session")
 def exported_model(exported_models):
     return exported_models["scann"]

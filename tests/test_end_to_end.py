@@ -106,16 +106,21 @@ def test_export_writes_a_new_version_and_never_touches_the_old_one(tiny_system, 
     assert json.load(open(os.path.join(second, "assets.extra", METADATA_FILE))) == {"n": 2}
 
 
-def test_warmup_requests_are_prediction_logs_the_model_answers(exported_model):
+@pytest.mark.parametrize("variant", ["scann", "ivf"])
+def test_warmup_requests_are_prediction_logs_the_model_answers(variant, exported_model, exported_ivf):
+    """The warm-up records are the gRPC PredictRequests TF Serving replays at load: the ScaNN model
+    and the portable twin on the partitioned index answer them."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
+    exported_model, name = (exported_model, "tiny") if variant == "scann" else (exported_ivf["portable"],
+                                                                               "tiny_portable")
     path = os.path.join(exported_model, "assets.extra", "tf_serving_warmup_requests")
     records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
     assert len(records) == 1
     log = prediction_log_pb2.PredictionLog.FromString(records[0])
     request = log.predict_log.request
-    assert request.model_spec.name == "tiny" and request.model_spec.signature_name == "serving_default"
+    assert request.model_spec.name == name and request.model_spec.signature_name == "serving_default"
     model = tf.saved_model.load(exported_model)
     inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
     outputs = model.signatures["serving_default"](**inputs)

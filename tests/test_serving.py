@@ -53,9 +53,10 @@ OPS_OF = """
 """
 
 
-def test_portable_twin_uses_only_ops_registered_in_plain_tensorflow(exported_models, requests_file):
-    """Read in a process that never imports ScaNN: every op of the twin's graph must be one that
-    stock TensorFlow (hence stock TF Serving) registers, and the twin must load and answer."""
+def test_portable_twin_uses_only_ops_registered_in_plain_tensorflow(exported_models, portable_model, requests_file):
+    """Read in a process that never imports ScaNN: every op of the twin's graph (exact search or
+    the partitioned index) must be one that stock TensorFlow (hence stock TF Serving) registers,
+    and the twin must load and answer."""
     result = _run_fresh(textwrap.dedent(OPS_OF) + textwrap.dedent("""
         import numpy as np
         import tensorflow as tf
@@ -70,7 +71,7 @@ def test_portable_twin_uses_only_ops_registered_in_plain_tensorflow(exported_mod
         print(json.dumps({"ops": sorted(ops), "unregistered": unregistered, "scann_ops": sorted(
             op for op in ops_of(scann_variant) if "Scann" in op), "signatures": sorted(model.signatures),
             "ids": answer["video_ids"].numpy().astype(str).tolist()}))
-    """), exported_models["portable"], exported_models["scann"], requests_file)
+    """), portable_model, exported_models["scann"], requests_file)
     assert result["unregistered"] == [] and not any("Scann" in op for op in result["ops"])
     assert {"MatMul", "TopKV2"} <= set(result["ops"])
     # The check can fail: the ScaNN variant's graph does hold ops stock TensorFlow lacks.
@@ -102,9 +103,9 @@ AGREEMENT = """
 """
 
 
-def test_scann_and_portable_variants_agree_and_rank_reproduces_the_chain(exported_models, requests_file,
-                                                                         tiny_system):
-    out = _run_fresh(AGREEMENT, exported_models["scann"], exported_models["portable"], requests_file)
+def test_scann_and_portable_variants_agree_and_rank_reproduces_the_chain(exported_models, portable_model,
+                                                                         requests_file, tiny_system):
+    out = _run_fresh(AGREEMENT, exported_models["scann"], portable_model, requests_file)
     history = np.load(requests_file)["watch_history"]
     overlap = [len(set(a) & set(b)) / K for a, b in zip(out["scann"]["served"], out["portable"]["served"])]
     assert np.mean(overlap) >= 0.8, overlap
@@ -170,9 +171,11 @@ BAD_REQUESTS = """
 """
 
 
-def test_every_bad_request_gets_a_sensible_answer_or_an_error_naming_the_input(exported_models, requests_file):
-    for variant in ("scann", "portable"):
-        out = _run_fresh(BAD_REQUESTS, exported_models[variant], requests_file)
+def test_every_bad_request_gets_a_sensible_answer_or_an_error_naming_the_input(exported_models, exported_ivf,
+                                                                              requests_file):
+    for variant, model in (("scann", exported_models["scann"]), ("portable", exported_models["portable"]),
+                           ("ivf", exported_ivf["portable"])):
+        out = _run_fresh(BAD_REQUESTS, model, requests_file)
         named = {"wrong rank": "tensor watch_history", "wrong rank of a scalar input": "tensor age",
                  "mismatched batch": "request input age:", "NaN age": "request input age:",
                  "NaN watch ages": "request input watch_ages_s:",
@@ -203,12 +206,12 @@ def _cli(model_dir, body, tmp_path, signature="serving_default"):
     return run.returncode, json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_rest_bodies_through_every_signature_and_errors_that_name_the_input(exported_models, requests_file,
+def test_rest_bodies_through_every_signature_and_errors_that_name_the_input(portable_model, requests_file,
                                                                             tiny_system, tmp_path):
     request = {k: v for k, v in np.load(requests_file, allow_pickle=False).items()}
     body = rest_body({k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in request.items()},
                      np.arange(2))
-    base = os.path.dirname(exported_models["portable"])  # the model directory: its latest version is served
+    base = os.path.dirname(portable_model)  # the model directory: its latest version is served
     code, served = _cli(base, body, tmp_path)
     assert code == 0 and len(served["predictions"]) == 2
     candidates = served["predictions"][1]["video_ids"][::-1] + ["no-such-video", ""]
@@ -255,7 +258,17 @@ def test_export_writes_both_variants_with_metadata_and_never_touches_an_earlier_
     assert meta["contract"]["watch_history_length"] == 50 and meta["contract"]["order"] == "most recent first"
     assert meta["index"]["recall_at_100"] >= 0.9 and meta["index"]["num_leaves"] > 1
     assert set(meta["library_versions"]) >= {"tensorflow", "scann", "tensorflow_recommenders"}
-    assert read_metadata(exported_models["portable"])["index"] == {"exact": True}
+    assert read_metadata(exported_models["portable"])["index"] == {"exact": True}  # small corpus: exact
+
+
+def test_the_partitioned_twin_records_its_probes_and_the_recall_they_reach(exported_ivf):
+    meta = read_metadata(exported_ivf["portable"])
+    index = meta["index"]
+    assert meta["variant"] == "portable" and meta["serving"]["index"] == "ivf" and index["ivf"]
+    assert 1 < index["partitions"] and 1 <= index["probes"] <= index["partitions"]
+    assert "user vectors" in index["probes_chosen_by"] and index["held_out_queries"] > 0
+    # Chosen for 95% of the exact top 100 on half the test users; measured on all of them.
+    assert 0.9 <= index["recall_at_100"] <= 1 and 0.8 <= index["recall_at_100_held_out"] <= 1
 
     base = str(tmp_path)
     first = export_two_stage(tiny_system.recommender, base, "m", metadata={"n": 1})

@@ -117,11 +117,12 @@ def export_two_stage(recommender, base_dir: str, name: str, metadata: dict | Non
                      portable: bool = True) -> dict[str, str]:
     """Exports a `TwoStageRecommender` and its portable twin; returns {"scann": dir, "portable": dir}.
 
-    The ScaNN variant goes to `<base>/<name>/<version>`, the twin (core ops only, exact search;
-    what stock TF Serving can load) to `<base>/<name>_portable/<version>`. Both carry the same
-    signatures, warmup requests and metadata: serving config, corpus size, library versions,
-    the caller's `metadata` (e.g. evaluation figures) and, given user vectors, ScaNN's recall of
-    the exact top-N and top-100 measured at export.
+    The ScaNN variant goes to `<base>/<name>/<version>`, the twin (core ops only: what stock TF
+    Serving can load; a partitioned index or exact search, `TwoStageRecommender.portable_index`)
+    to `<base>/<name>_portable/<version>`. Both carry the same signatures, warmup requests and
+    metadata: serving config, corpus size, library versions, the caller's `metadata` (e.g.
+    evaluation figures) and, given user vectors, each index's recall of the exact top-N and
+    top-100 measured at export (the partitioned index also chooses its number of probes on them).
     """
     from tfrs_youtube.serving import TwoStageRecommender
 
@@ -133,23 +134,31 @@ def export_two_stage(recommender, base_dir: str, name: str, metadata: dict | Non
     info.update(corpus_size=int(len(recommender.corpus_ids)), library_versions=library_versions(),
                 contract=recommender.contract.describe(),
                 serving=dataclasses.asdict(recommender.config), signatures=sorted(recommender.signatures()))
-    index = dict(recommender.index_settings)
-    if recall_user_vectors is not None and len(recall_user_vectors):
-        index[f"recall_at_{recommender.config.num_candidates}"] = recommender.index_recall(recall_user_vectors)
-        k = min(100, recommender.config.num_candidates)
-        index[f"recall_at_{k}"] = recommender.index_recall(recall_user_vectors, k=k)
-        index["recall_queries"] = int(len(recall_user_vectors))
-    info["index"] = index
     paths = {recommender.config.index: export_saved_model(
-        recommender, base_dir, name, recommender.signatures(), metadata=dict(info, variant=recommender.config.index),
-        warmup_requests=warmup_requests)}
-    if portable and recommender.config.index != "exact":
-        twin = recommender.portable()
+        recommender, base_dir, name, recommender.signatures(),
+        metadata=dict(info, variant=recommender.config.index, index=index_metadata(recommender, recall_user_vectors)),
+        warmup_requests=warmup_requests,
+        custom_op_namespaces=("Scann",) if recommender.config.index == "scann" else ())}
+    if portable and recommender.config.index == "scann":
+        twin = recommender.portable(index_queries=recall_user_vectors)
         paths["portable"] = export_saved_model(
             twin, base_dir, name + PORTABLE_SUFFIX, twin.signatures(),
-            metadata=dict(info, variant="portable", index={"exact": True}, scann_variant=name),
+            metadata=dict(info, variant="portable", serving=dataclasses.asdict(twin.config),
+                          index=index_metadata(twin, recall_user_vectors), scann_variant=name),
             warmup_requests=warmup_requests, custom_op_namespaces=())
     return paths
+
+
+def index_metadata(recommender, user_vectors: np.ndarray | None) -> dict:
+    """The index's settings and, for an approximate index given user vectors, its recall of the
+    exact top-N and top-100 on them."""
+    index = dict(recommender.index_settings)
+    if user_vectors is not None and len(user_vectors) and not index.get("exact"):
+        index[f"recall_at_{recommender.config.num_candidates}"] = recommender.index_recall(user_vectors)
+        k = min(100, recommender.config.num_candidates)
+        index[f"recall_at_{k}"] = recommender.index_recall(user_vectors, k=k)
+        index["recall_queries"] = int(len(user_vectors))
+    return index
 
 
 def export_with_warmup(recommender, examples, base_dir: str, name: str, metadata: dict | None = None,

@@ -8,9 +8,11 @@ candidate's features (time since the user last watched its topic, how often it w
 window, its age) come from the same `CandidateFeatures` layer that read its training pages.
 The top-K by expected watch time come out. No preprocessing happens outside the graph.
 
-Two variants share everything but the index: `index="scann"` (ScaNN's ops, sublinear; needs a
-TF Serving built with them) and `index="exact"`, the portable twin (TFRS's brute-force layer:
-MatMul and TopKV2 only, servable by stock TF Serving). Every signature checks its request first
+Variants share everything but the index: `index="scann"` (ScaNN's ops, sublinear; needs a
+TF Serving built with them), `index="ivf"` (`ivf.PartitionedIndex`: k-means partitions searched
+with core ops, sublinear too) and `index="exact"` (TFRS's brute-force layer: MatMul and TopKV2).
+The last two are portable: stock TF Serving runs them. The ScaNN model's portable twin uses the
+partitioned index from `ServingConfig.ivf_min_corpus` videos up, exact search below. Every signature checks its request first
 and refuses, with an InvalidArgument naming the input, mismatched batch sizes, histories whose
 ages do not line up, and NaN, infinite or negative numbers; unknown ids are not errors (they
 embed to zero, as out-of-vocabulary ids do in training).
@@ -26,6 +28,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.candidate import NORMALIZED_EXAMPLE_AGE, CandidateGenerator
 from tfrs_youtube.index import DIMENSIONS_PER_BLOCK, TRAINING_ITERATIONS, scann_settings, store_in_leaf_order
+from tfrs_youtube.ivf import PartitionedIndex, exact_top_k
 from tfrs_youtube.ranking import Ranker
 
 def request_signature(user_fields: tuple[str, ...]) -> dict[str, tf.TensorSpec]:
@@ -42,7 +45,8 @@ def request_signature(user_fields: tuple[str, ...]) -> dict[str, tf.TensorSpec]:
     }
 
 
-INDEXES = ("scann", "exact")
+INDEXES = ("scann", "ivf", "exact")
+PORTABLE_INDEXES = ("auto", "ivf", "exact")
 # Inputs that are numbers: finite, and (ages, times) never negative.
 NON_NEGATIVE_INPUTS = ("watch_ages_s", "impression_ages_s", "age", "request_time")
 # History inputs whose ages must line up with them, element by element.
@@ -112,7 +116,14 @@ class ServingConfig:
       num_leaves: ScaNN partitions (None: about sqrt of the corpus).
       leaves_to_search: partitions searched per query (None: `index.scann_settings`).
       reorder: candidates re-scored exactly after the quantised search (None: `index.scann_settings`).
-      index: "scann" or "exact" (the portable twin: core TensorFlow ops only).
+      index: "scann", "ivf" or "exact" (the last two: core TensorFlow ops only).
+      portable_index: the portable twin's index: "ivf", "exact", or "auto" (ivf from
+        `ivf_min_corpus` videos up, where it is faster than exact search; see docs/serving_latency.md).
+      ivf_partitions: the partitioned index's P (None: `ivf.default_partitions`).
+      ivf_probes: partitions searched per query (None: chosen at export to reach `ivf_recall_target`
+        of the exact top 100 on held-out user vectors).
+      ivf_recall_target: see `ivf_probes`.
+      ivf_min_corpus: see `portable_index`.
     """
 
     num_candidates: int = 200
@@ -121,10 +132,20 @@ class ServingConfig:
     leaves_to_search: int | None = None
     reorder: int | None = None
     index: str = "scann"
+    portable_index: str = "auto"
+    ivf_partitions: int | None = None
+    ivf_probes: int | None = None
+    ivf_recall_target: float = 0.95
+    ivf_min_corpus: int = 50_000
 
     def __post_init__(self):
         if self.index not in INDEXES:
             raise ValueError(f"ServingConfig.index must be one of {INDEXES}, got {self.index!r}")
+        if self.portable_index not in PORTABLE_INDEXES:
+            raise ValueError(f"ServingConfig.portable_index must be one of {PORTABLE_INDEXES}, "
+                             f"got {self.portable_index!r}")
+        if not 0 < self.ivf_recall_target <= 1:
+            raise ValueError(f"ServingConfig.ivf_recall_target must be in (0, 1], got {self.ivf_recall_target}")
         if not 0 < self.k <= self.num_candidates:
             raise ValueError(f"ServingConfig needs 0 < k <= num_candidates, got k={self.k}, "
                              f"num_candidates={self.num_candidates}")
@@ -140,10 +161,13 @@ class TwoStageRecommender(tf.Module):
       corpus_ids, video_vectors: the corpus to retrieve from and its vectors; by default the
         video table's vocabulary and the candidate generator's vectors of it (a corpus extended
         beyond the trained table gives both; its extra ids are unknown videos to the ranker).
+      index_queries: user vectors that the partitioned index chooses its number of probes on
+        (`index="ivf"` only; without them video vectors stand in, and the metadata says so).
     """
 
     def __init__(self, candidate_generator: CandidateGenerator, ranker: Ranker, config: ServingConfig | None = None,
-                 corpus_ids: np.ndarray | None = None, video_vectors: np.ndarray | tf.Tensor | None = None):
+                 corpus_ids: np.ndarray | None = None, video_vectors: np.ndarray | tf.Tensor | None = None,
+                 index_queries: np.ndarray | None = None):
         super().__init__(name="two_stage_recommender")
         self.config = config or ServingConfig()
         # Not tracked as an attribute: the generator also holds its validation dataset (for
@@ -169,8 +193,8 @@ class TwoStageRecommender(tf.Module):
         if self.config.num_candidates > n:
             raise ValueError(f"num_candidates {self.config.num_candidates} exceeds the corpus ({n} videos)")
         self._vectors = vectors  # kept (untracked) to build the portable twin without recomputing
-        self._twin = lambda twin_config: TwoStageRecommender(candidate_generator, ranker, twin_config, ids,
-                                                             video_vectors=self._vectors)
+        self._twin = lambda twin_config, queries: TwoStageRecommender(
+            candidate_generator, ranker, twin_config, ids, video_vectors=self._vectors, index_queries=queries)
         if self.config.index == "scann":
             settings = scann_settings(n, self.config.num_candidates, self.config.num_leaves,
                                       self.config.leaves_to_search, self.config.reorder)
@@ -182,10 +206,18 @@ class TwoStageRecommender(tf.Module):
                 training_iterations=TRAINING_ITERATIONS,
                 dimensions_per_block=DIMENSIONS_PER_BLOCK,
             )
+        elif self.config.index == "ivf":
+            self.index = PartitionedIndex(k=self.config.num_candidates, num_partitions=self.config.ivf_partitions,
+                                          num_probes=self.config.ivf_probes,
+                                          recall_target=self.config.ivf_recall_target)
         else:
             settings = {"exact": True}
             self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.config.num_candidates)
-        self.index.index(vectors, tf.constant(ids))
+        if self.config.index == "ivf":
+            self.index.index(vectors, tf.constant(ids), queries=index_queries)
+            settings = dict(self.index.settings, ivf=True)
+        else:
+            self.index.index(vectors, tf.constant(ids))
         if self.config.index == "scann":
             store_in_leaf_order(self.index)  # before any search: see its docstring
         # The request: the contract's histories, the user fields the models were built with.
@@ -204,20 +236,33 @@ class TwoStageRecommender(tf.Module):
         self.corpus_ids = ids  # numpy, not tracked: the index holds its own copy
         self.index_settings = settings
 
-    def portable(self) -> "TwoStageRecommender":
-        """The twin with the same models, corpus and signatures, searched exactly with core ops."""
-        return self._twin(dataclasses.replace(self.config, index="exact"))
+    def portable_index(self) -> str:
+        """The index the portable twin uses: "ivf" or "exact" (see `ServingConfig.portable_index`)."""
+        if self.config.index != "scann":
+            return self.config.index
+        if self.config.portable_index == "auto":
+            return "ivf" if len(self.corpus_ids) >= self.config.ivf_min_corpus else "exact"
+        return self.config.portable_index
+
+    def portable(self, index_queries: np.ndarray | None = None) -> "TwoStageRecommender":
+        """The twin with the same models, corpus and signatures, searched with core ops only
+        (`portable_index`); `index_queries` are user vectors to tune its partitioned index on."""
+        return self._twin(dataclasses.replace(self.config, index=self.portable_index()), index_queries)
 
     def index_recall(self, user_vectors: np.ndarray, item_vectors: np.ndarray | None = None, k: int | None = None
                      ) -> float:
         """Share of the exact top-k (by dot product; k defaults to N) that the index's top-k finds."""
         k = k or self.config.num_candidates
         item_vectors = self._vectors if item_vectors is None else item_vectors
-        user_vectors = tf.constant(user_vectors, tf.float32)
-        _, approximate = self.index(user_vectors, k=k)
-        exact = tf.math.top_k(tf.linalg.matmul(user_vectors, item_vectors, transpose_b=True), k=k).indices.numpy()
-        found = [len(set(a.astype(str)) & set(self.corpus_ids[e])) for a, e in zip(approximate.numpy(), exact)]
-        return float(np.sum(found) / exact.size)
+        user_vectors = np.asarray(user_vectors, np.float32)
+        found = 0
+        # In chunks: a batched partitioned search holds [batch, probed videos, d] at once.
+        for start in range(0, len(user_vectors), 32):
+            chunk = tf.constant(user_vectors[start:start + 32])
+            _, approximate = self.index(chunk, k=k)
+            exact = exact_top_k(chunk, item_vectors, k)
+            found += sum(len(set(a.astype(str)) & set(self.corpus_ids[e])) for a, e in zip(approximate.numpy(), exact))
+        return float(found / (len(user_vectors) * k))
 
     def user_request(self, request: dict) -> dict:
         """The part of a whole request that `retrieve` and `user_embedding` take."""

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -260,11 +261,150 @@ def test_export_run_writes_both_saved_models(trained_run, work, capsys):
     metadata = read_metadata(printed[0])
     assert metadata["run"]["directory"] == str(trained_run) and metadata["config"]["candidate_epochs"] == 2
     assert metadata["variant"] == "scann" and read_metadata(printed[1])["variant"] == "portable"
+    assert metadata["retrieval_only"] is False
+    assert metadata["signatures"] == ["rank", "retrieve", "serving_default", "user_embedding"]
     # The portable twin loads with TensorFlow alone and answers a request.
     model = tf.saved_model.load(printed[1])
     signature = model.signatures["serving_default"]
     assert set(signature.structured_outputs) >= {"video_ids", "expected_watch_time_s"}
     assert leftovers(base / "tiny") == []
+
+
+# A MovieLens run (no impressions, so no ranker) exports retrieval-only. MovieLens-format files
+# written here rather than the ml-100k-mini fixture: its 5 movies are too few for ScaNN, whose
+# hashing trains 16 centres per block on the corpus.
+MOVIELENS_RUN_YAML = """\
+preset: movielens
+candidate_epochs: 1
+serving:
+  num_candidates: 10
+"""
+RETRIEVAL_ONLY_SERVE = """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    if sys.argv[1] == "scann":
+        import scann  # noqa: F401  (registers ScaNN's ops)
+    from tensorflow_serving.apis import prediction_log_pb2
+    assert "tfrs_youtube" not in sys.modules and ("scann" in sys.modules) == (sys.argv[1] == "scann")
+    model = tf.saved_model.load(sys.argv[2])
+    request = dict(np.load(sys.argv[3]))
+    out = {"signatures": sorted(model.signatures), "inputs": {}, "outputs": {}}
+    for name in ("serving_default", "retrieve", "user_embedding"):
+        signature = model.signatures[name]
+        takes = sorted(signature.structured_input_signature[1])
+        answer = signature(**{k: tf.constant(request[k]) for k in takes})
+        out["inputs"][name] = takes
+        out["outputs"][name] = {k: (v.numpy().astype(str) if v.dtype == tf.string else v.numpy()).tolist()
+                                for k, v in answer.items()}
+    # TF Serving replays the warm-up records at load: each must name a signature and fit its inputs.
+    out["warmup"] = []
+    for record in tf.data.TFRecordDataset(sys.argv[2] + "/assets.extra/tf_serving_warmup_requests"):
+        predict = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in predict.inputs.items()}
+        answer = model.signatures[predict.model_spec.signature_name](**inputs)
+        out["warmup"].append({"model": predict.model_spec.name, "signature": predict.model_spec.signature_name,
+                              "inputs": sorted(inputs), "ids": answer["video_ids"].numpy().astype(str).tolist()})
+    print(json.dumps(out))
+"""
+
+
+def _write_movielens_100k_like(directory: Path, users: int = 40, movies: int = 30, per_user: int = 8) -> None:
+    """A seeded log in the 100K files' format (the fixture's `u.genre`, invented titles)."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True)
+    shutil.copyfile(MOVIELENS_FIXTURES / "ml-100k-mini" / "u.genre", directory / "u.genre")
+    with open(directory / "u.item", "w", encoding="latin-1") as f:
+        for movie in range(1, movies + 1):
+            flags = ["0"] * 19
+            flags[movie % 19] = "1"
+            f.write(f"{movie}|Movie {movie} (1995)|01-Jan-1995||http://example.invalid/movie/{movie}|"
+                    + "|".join(flags) + "\n")
+    with open(directory / "u.user", "w", encoding="latin-1") as f:
+        for user in range(1, users + 1):
+            f.write(f"{user}|{20 + user % 40}|{'MF'[user % 2]}|{('student', 'writer', 'engineer')[user % 3]}|"
+                    f"{10000 + 997 * user}\n")
+    popularity = 1.0 / np.arange(1, movies + 1) ** 0.8
+    with open(directory / "u.data", "w", encoding="latin-1") as f:
+        for user in range(1, users + 1):
+            rated = rng.choice(movies, size=per_user, replace=False, p=popularity / popularity.sum()) + 1
+            for i, movie in enumerate(rated):
+                f.write(f"{user}\t{movie}\t{rng.integers(1, 6)}\t{880_000_000 + 1000 * user + 60 * i}\n")
+
+
+def test_a_candidate_only_run_exports_a_retrieval_only_model(work, capsys):
+    """MovieLens has no impressions, so its run trains only candidate generation; `export` writes
+    the retrieval-only model (ScaNN and portable), each loaded in a process of its own that never
+    imports this package (nor, for the portable one, ScaNN)."""
+    from tfrs_youtube.export import WARMUP_FILE, read_metadata
+    from tfrs_youtube.pipeline import ExampleSet
+    from tfrs_youtube.reports import held_out_requests
+
+    source, log, run = work / "ml-files", work / "ml-log", work / "runs" / "ml"
+    _write_movielens_100k_like(source)
+    (work / "ml.yaml").write_text(MOVIELENS_RUN_YAML)
+    assert cli("data", "movielens", "--variant", "100k", "--path", source, "--out", log) == 0
+    assert cli("train", "--config", work / "ml.yaml", "--data", log, "--out", run, "--stage", "candidate",
+               "--verbose", 0) == 0
+    base = work / "ml_models"
+    capsys.readouterr()
+    assert cli("export", "--run", run, "--base-dir", base) == 0
+    captured = capsys.readouterr()
+    printed = captured.out.split()
+    assert printed == [str(base / "ml" / "1"), str(base / "ml_portable" / "1")]
+    assert "exporting a retrieval-only model" in captured.err
+    signatures = ["retrieve", "serving_default", "user_embedding"]
+    for path, variant in zip(printed, ("scann", "portable")):
+        metadata = read_metadata(path)
+        assert metadata["retrieval_only"] is True and metadata["signatures"] == signatures
+        assert metadata["variant"] == variant and list(metadata["run"]["stages"]) == ["candidate"]
+        assert (Path(path) / "assets.extra" / WARMUP_FILE).is_file()
+
+    requests, _ = held_out_requests(ExampleSet(str(run / "examples")))
+    requests["watch_history"][0] = ""  # a cold user: no history at all
+    requests["watch_ages_s"][0] = 0.0
+    np.savez(work / "ml-requests.npz", **{k: (v.astype(str) if v.dtype == object else v) for k, v in requests.items()})
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = {}
+    for path, variant in zip(printed, ("scann", "portable")):
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(RETRIEVAL_ONLY_SERVE), variant, path,
+                               work / "ml-requests.npz"], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+
+    movies, users = {str(m) for m in range(1, 31)}, len(requests["age"])
+    for variant, answer in out.items():
+        assert answer["signatures"] == signatures, variant
+        # One set of inputs, the user tower's: no request time, impressions or candidates.
+        takes = answer["inputs"]["retrieve"]
+        assert answer["inputs"]["serving_default"] == answer["inputs"]["user_embedding"] == takes
+        assert "watch_history" in takes and not {"request_time", "impression_history", "candidate_ids"} & set(takes)
+        retrieved = answer["outputs"]["retrieve"]
+        assert answer["outputs"]["serving_default"] == retrieved, variant  # serving_default is retrieve
+        assert len(retrieved["video_ids"]) == users
+        for ids, scores in zip(retrieved["video_ids"], retrieved["retrieval_scores"]):
+            assert len(ids) == 10 and len(set(ids)) == 10 and set(ids) <= movies, (variant, ids)
+            assert scores == sorted(scores, reverse=True)
+        vectors = np.asarray(answer["outputs"]["user_embedding"]["user_embedding"])
+        assert vectors.shape[0] == users and np.isfinite(vectors).all()
+        [warmup] = answer["warmup"]
+        assert warmup["model"] == ("ml" if variant == "scann" else "ml_portable")
+        assert warmup["signature"] in signatures and warmup["inputs"] == takes and len(warmup["ids"][0]) == 10
+    overlap = [len(set(a) & set(b)) / 10 for a, b in zip(out["scann"]["outputs"]["retrieve"]["video_ids"],
+                                                          out["portable"]["outputs"]["retrieve"]["video_ids"])]
+    assert np.mean(overlap) >= 0.9, overlap
+
+    # A run that is not finished still gets its clear error, not a retrieval-only export. (Not
+    # under runs/, where other tests look for leftovers.)
+    unfinished = work / "unfinished"
+    (unfinished / "half.partial").mkdir(parents=True)
+    line = _one_line_in_process(capsys, "export", "--run", unfinished / "half", "--base-dir", base)
+    assert "an interrupted run is at" in line and "train --resume" in line
+    (unfinished / "untrained").mkdir()
+    (unfinished / "untrained" / "run.json").write_text(json.dumps({"format": 2, "stages": {}}))
+    line = _one_line_in_process(capsys, "export", "--run", unfinished / "untrained", "--base-dir", base)
+    assert line.endswith("has no trained stage")
+    assert sorted(os.listdir(base)) == ["ml", "ml_portable"] and leftovers(base / "ml") == []
 
 
 def test_logdir_has_both_stages_scalars(trained_run, work):

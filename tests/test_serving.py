@@ -280,3 +280,37 @@ def test_the_partitioned_twin_records_its_probes_and_the_recall_they_reach(expor
     assert versions(os.path.join(base, "m")) == versions(os.path.join(base, "m" + PORTABLE_SUFFIX)) == [1, 2]
     assert json.load(open(os.path.join(second["scann"], "assets.extra", METADATA_FILE)))["n"] == 2
     assert not [d for d in os.listdir(os.path.join(base, "m")) if d.startswith(".tmp")]
+
+
+def test_without_a_ranker_the_recommender_is_retrieval_only(tiny_system, requests_file, tmp_path):
+    """`ranker=None`: the candidate generator alone, retrieving as the two-stage model does, with
+    `serving_default` the `retrieve` function (the fresh-process export test is in
+    tests/test_cli_commands.py)."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from tfrs_youtube.serving import TwoStageRecommender
+
+    config = dataclasses.replace(tiny_system.config.serving, index="exact")
+    alone = TwoStageRecommender(tiny_system.candidate_generator, None, config)
+    both = TwoStageRecommender(tiny_system.candidate_generator, tiny_system.models.ranker, config)
+    assert alone.retrieval_only and not both.retrieval_only
+    assert alone.embeddings is both.embeddings
+    signatures = alone.signatures()
+    assert sorted(signatures) == ["retrieve", "serving_default", "user_embedding"]
+    assert signatures["serving_default"] is signatures["retrieve"]
+    assert not hasattr(alone, "rank") and not hasattr(alone, "recommend")
+    assert alone.serving_signature == alone.user_signature
+
+    request = {k: tf.constant(v) for k, v in np.load(requests_file).items()}
+    user_request = alone.user_request(request)
+    for name in ("video_ids", "retrieval_scores"):
+        np.testing.assert_array_equal(alone.retrieve(user_request)[name], both.retrieve(user_request)[name])
+    twin = alone.portable()
+    assert twin.retrieval_only and twin.config.index == "exact" and sorted(twin.signatures()) == sorted(signatures)
+
+    # A warm-up record TF Serving could not replay on serving_default is refused before writing.
+    with pytest.raises(ValueError, match="serving_default takes"):
+        export_two_stage(alone, str(tmp_path), "alone", warmup_requests=[{k: v.numpy() for k, v in request.items()}])
+    assert not os.listdir(tmp_path)

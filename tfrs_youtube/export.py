@@ -123,6 +123,9 @@ def export_two_stage(recommender, base_dir: str, name: str, metadata: dict | Non
     metadata: serving config, corpus size, library versions, the caller's `metadata` (e.g.
     evaluation figures) and, given user vectors, each index's recall of the exact top-N and
     top-100 measured at export (the partitioned index also chooses its number of probes on them).
+
+    `warmup_requests` are replayed by TF Serving on `serving_default`, so each must hold exactly
+    its inputs (`recommender.serving_request`): the user's inputs alone for a retrieval-only model.
     """
     from tfrs_youtube.serving import TwoStageRecommender
 
@@ -130,9 +133,15 @@ def export_two_stage(recommender, base_dir: str, name: str, metadata: dict | Non
         raise TypeError(f"export_two_stage needs a TwoStageRecommender, got {type(recommender).__name__}")
     import dataclasses
 
+    # TF Serving refuses a request with an input the signature lacks, and a warm-up record it
+    # cannot replay fails the model's load: check here, where the mistake can still be named.
+    expected = sorted(recommender.serving_signature)
+    for request in warmup_requests or ():
+        if sorted(request) != expected:
+            raise ValueError(f"a warm-up request has inputs {sorted(request)}; serving_default takes {expected}")
     info = dict(metadata or {})
     info.update(corpus_size=int(len(recommender.corpus_ids)), library_versions=library_versions(),
-                contract=recommender.contract.describe(),
+                contract=recommender.contract.describe(), retrieval_only=recommender.retrieval_only,
                 serving=dataclasses.asdict(recommender.config), signatures=sorted(recommender.signatures()))
     paths = {recommender.config.index: export_saved_model(
         recommender, base_dir, name, recommender.signatures(),
@@ -164,8 +173,8 @@ def index_metadata(recommender, user_vectors: np.ndarray | None) -> dict:
 def export_with_warmup(recommender, examples, base_dir: str, name: str, metadata: dict | None = None,
                        portable: bool = True) -> dict[str, str]:
     """`export_two_stage` with what every caller adds: a warm-up request (the first test request
-    of the examples), ScaNN's recall measured on up to 1,000 test users, and the request contract
-    in the metadata."""
+    of the examples, as `serving_default` takes it), ScaNN's recall measured on up to 1,000 test
+    users, and the request contract in the metadata."""
     from tfrs_youtube import requests as request_tools
     from tfrs_youtube.reports import held_out_requests
 
@@ -177,5 +186,5 @@ def export_with_warmup(recommender, examples, base_dir: str, name: str, metadata
         "user_embedding"].numpy()
     metadata = dict(metadata or {}, examples=examples.directory)
     return export_two_stage(recommender, base_dir, name, metadata=metadata,
-                            warmup_requests=[request_tools.take(requests, slice(0, 1))],
+                            warmup_requests=[recommender.serving_request(request_tools.take(requests, slice(0, 1)))],
                             recall_user_vectors=user_vectors, portable=portable)

@@ -8,14 +8,20 @@ candidate's features (time since the user last watched its topic, how often it w
 window, its age) come from the same `CandidateFeatures` layer that read its training pages.
 The top-K by expected watch time come out. No preprocessing happens outside the graph.
 
+Without a ranker, the same class serves the first stage alone: a retrieval-only model, for a
+run that trained only candidate generation (MovieLens records no impressions, the ranker's
+training signal). Its signatures are `retrieve` and `user_embedding`, with `serving_default`
+the same function as `retrieve`; there is no `rank` and no whole chain.
+
 Variants share everything but the index: `index="scann"` (ScaNN's ops, sublinear; needs a
 TF Serving built with them), `index="ivf"` (`ivf.PartitionedIndex`: k-means partitions searched
 with core ops, sublinear too) and `index="exact"` (TFRS's brute-force layer: MatMul and TopKV2).
 The last two are portable: stock TF Serving runs them. The ScaNN model's portable twin uses the
-partitioned index from `ServingConfig.ivf_min_corpus` videos up, exact search below. Every signature checks its request first
-and refuses, with an InvalidArgument naming the input, mismatched batch sizes, histories whose
-ages do not line up, and NaN, infinite or negative numbers; unknown ids are not errors (they
-embed to zero, as out-of-vocabulary ids do in training).
+partitioned index from `ServingConfig.ivf_min_corpus` videos up, exact search below.
+
+Every signature checks its request first and refuses, with an InvalidArgument naming the input,
+mismatched batch sizes, histories whose ages do not line up, and NaN, infinite or negative
+numbers; unknown ids are not errors (they embed to zero, as out-of-vocabulary ids do in training).
 """
 
 from __future__ import annotations
@@ -154,9 +160,18 @@ class ServingConfig:
 class TwoStageRecommender(tf.Module):
     """Raw request -> ScaNN top-N -> ranker -> top-K videos with expected watch times.
 
+    With `ranker=None` it is retrieval-only: candidate generation without the ranking stage, what
+    a data set without impressions (MovieLens) can train. Retrieval and the user vector need only
+    the candidate generator and the embeddings it shares, so the signatures are `retrieve` and
+    `user_embedding`; `serving_default` is `retrieve` itself (same inputs, the user tower's; same
+    outputs, the top-N `video_ids` and their `retrieval_scores` u·v), so that a TF Serving REST
+    `:predict` naming no signature answers with the candidates. `rank`, the whole chain and
+    `candidate_features` do not exist.
+
     Args:
       candidate_generator: a trained `CandidateGenerator`.
-      ranker: a trained `Ranker` (sharing the candidate generator's embeddings).
+      ranker: a trained `Ranker` (sharing the candidate generator's embeddings), or None for a
+        retrieval-only model.
       config: a `ServingConfig`.
       corpus_ids, video_vectors: the corpus to retrieve from and its vectors; by default the
         video table's vocabulary and the candidate generator's vectors of it (a corpus extended
@@ -165,17 +180,18 @@ class TwoStageRecommender(tf.Module):
         (`index="ivf"` only; without them video vectors stand in, and the metadata says so).
     """
 
-    def __init__(self, candidate_generator: CandidateGenerator, ranker: Ranker, config: ServingConfig | None = None,
-                 corpus_ids: np.ndarray | None = None, video_vectors: np.ndarray | tf.Tensor | None = None,
-                 index_queries: np.ndarray | None = None):
+    def __init__(self, candidate_generator: CandidateGenerator, ranker: Ranker | None,
+                 config: ServingConfig | None = None, corpus_ids: np.ndarray | None = None,
+                 video_vectors: np.ndarray | tf.Tensor | None = None, index_queries: np.ndarray | None = None):
         super().__init__(name="two_stage_recommender")
         self.config = config or ServingConfig()
         # Not tracked as an attribute: the generator also holds its validation dataset (for
         # FactorizedTopK), which a SavedModel cannot and need not contain. The video table it
-        # reads is the ranker's (shared), so the export has it anyway.
+        # reads is `self.embeddings`' (shared), so the export has it anyway.
         self._video_vectors = candidate_generator.video_vectors
         self.user_tower = candidate_generator.user_tower
-        self.embeddings = ranker.embeddings
+        # One object either way: the ranker is built on the candidate generator's embeddings.
+        self.embeddings = candidate_generator.embeddings if ranker is None else ranker.embeddings
         self._normalized_example_age = tf.constant(
             self.embeddings.normalized("example_age_s", tf.zeros([1])).numpy())
         self.ranker = ranker
@@ -223,18 +239,32 @@ class TwoStageRecommender(tf.Module):
         # The request: the contract's histories, the user fields the models were built with.
         self.contract = self.embeddings.contract
         self.request_signature = request_signature(self.embeddings.user_fields)
-        self.rank_signature = dict(self.request_signature, **{
-            CANDIDATES_INPUT: tf.TensorSpec([None, None], tf.string, name=CANDIDATES_INPUT)})
         self.user_signature = {name: self.request_signature[name] for name in self.user_tower.request_inputs()}
-        self.recommend = tf.function(self._recommend, input_signature=[self.request_signature])
         self.retrieve = tf.function(self._retrieve, input_signature=[self.user_signature])
-        self.rank = tf.function(self._rank, input_signature=[self.rank_signature])
         self.user_embedding = tf.function(self._user_embedding, input_signature=[self.user_signature])
-        # Not a signature: the ranking features the served graph derives for the request's
-        # candidates, for checking them against training's (tests/test_parity.py).
-        self.candidate_features = tf.function(self._candidate_features, input_signature=[self.rank_signature])
+        if ranker is not None:
+            # Only with a ranker: a function saved with the module is traced at export, and these
+            # call the ranker (or, for `candidate_features`, read the features only it uses).
+            self.rank_signature = dict(self.request_signature, **{
+                CANDIDATES_INPUT: tf.TensorSpec([None, None], tf.string, name=CANDIDATES_INPUT)})
+            self.recommend = tf.function(self._recommend, input_signature=[self.request_signature])
+            self.rank = tf.function(self._rank, input_signature=[self.rank_signature])
+            # Not a signature: the ranking features the served graph derives for the request's
+            # candidates, for checking them against training's (tests/test_parity.py).
+            self.candidate_features = tf.function(self._candidate_features, input_signature=[self.rank_signature])
         self.corpus_ids = ids  # numpy, not tracked: the index holds its own copy
         self.index_settings = settings
+
+    @property
+    def retrieval_only(self) -> bool:
+        """Whether this is the first stage alone (no ranker): `serving_default` is `retrieve`."""
+        return self.ranker is None
+
+    @property
+    def serving_signature(self) -> dict[str, tf.TensorSpec]:
+        """The inputs `serving_default` takes: the whole request, or the user's inputs when
+        retrieval-only."""
+        return self.user_signature if self.retrieval_only else self.request_signature
 
     def portable_index(self) -> str:
         """The index the portable twin uses: "ivf" or "exact" (see `ServingConfig.portable_index`)."""
@@ -267,6 +297,10 @@ class TwoStageRecommender(tf.Module):
     def user_request(self, request: dict) -> dict:
         """The part of a whole request that `retrieve` and `user_embedding` take."""
         return {name: request[name] for name in self.user_signature}
+
+    def serving_request(self, request: dict) -> dict:
+        """The part of a whole request that `serving_default` takes (e.g. for warm-up records)."""
+        return {name: request[name] for name in self.serving_signature}
 
     def user_features(self, encoded: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The user tower's inputs from an encoded request: a request stands for now, so example
@@ -338,9 +372,14 @@ class TwoStageRecommender(tf.Module):
         return self.embeddings.candidate_features(encoded, encoded[CANDIDATES_INPUT])
 
     def signatures(self) -> dict:
+        """The SavedModel's signatures by name (see the class docstring for a retrieval-only one)."""
+        retrieve = self.retrieve.get_concrete_function()
+        if self.retrieval_only:
+            return {"serving_default": retrieve, "retrieve": retrieve,
+                    "user_embedding": self.user_embedding.get_concrete_function()}
         return {
             "serving_default": self.recommend.get_concrete_function(),
-            "retrieve": self.retrieve.get_concrete_function(),
+            "retrieve": retrieve,
             "rank": self.rank.get_concrete_function(),
             "user_embedding": self.user_embedding.get_concrete_function(),
         }

@@ -111,5 +111,5 @@ def test_a_validated_request_of_any_batch_size_reaches_the_index(corpus):
     serve = tf.function(lambda request: index(validate_request(request, spec)["user_vector"])[1],
                         input_signature=[spec])
     for batch in (0, 1, 3):
-        found = serve({"country": tf.constant(["x"] * batch), "user_vector": tf.constant(queries[:batch])})
+        found = serve({"country": tf.constant(["x"] * batch, tf.string), "user_vector": tf.constant(queries[:batch])})
         assert found.shape == (batch, K)

@@ -1,22 +1,33 @@
 """Serving latency, ScaNN recall and export size of the two-stage SavedModel, and a load test.
 
     python benchmarks/serving.py --json OUT.json [--sizes 10000,100000,1000000] [--dims 64,256]
+        [--trained-videos 1000000]
 
 For each d in `--dims` a system is trained on a synthetic log of 10,000 videos (embedding width
 d; short training: this measures serving, not quality). For each corpus size the trained video
 vectors are extended with synthetic ones (a trained vector plus noise, renormalised, so the
 corpus keeps the clustered shape real embeddings have; the extra ids are out of vocabulary for
 the ranker), and the served chain is built and exported with `export_two_stage` (ScaNN plus the
-portable exact twin), then loaded back with `tf.saved_model.load` as a server would.
+portable twin on the partitioned index, `ivf.PartitionedIndex`, its probes chosen on 1,000 other
+test users' vectors), and once more with exact search (the portable exact model), then loaded
+back with `tf.saved_model.load` as a server would. Such a corpus is easy for a partitioned index
+(its vectors are near-copies of 10,000 trained ones); `--trained-videos N` adds rows of a harder
+one: a system trained on a log of N videos (d = the first of `--dims`), its own vectors the corpus
+(`corpus_kind` "trained"; the other rows' is "noisy_copies").
 
 Per row, on real users' requests (batch 1, after warm-up, `--repeats` calls each):
 - `scann_recall_at_100`: share of the exact top-100 by dot product found in ScaNN's top-100;
 - `retrieve_p50_ms` / `retrieve_p99_ms`: the `retrieve` signature (user tower + top-300; it takes
   the user tower's inputs only);
-- `portable_retrieve_p50_ms`: the same signature of the portable twin (exact MatMul + TopK),
-  timed in blocks interleaved with ScaNN's so that both see the same load;
+- `portable_retrieve_p50_ms` (and `exact_retrieve_p50_ms`, the same figure): the same signature
+  of the portable exact model (MatMul + TopK), timed in blocks interleaved with ScaNN's and the
+  partitioned index's so that all see the same load;
+- `ivf_retrieve_p50_ms`, `ivf_recall_at_100`: the portable partitioned index's `retrieve`, and
+  its share of the exact top-100 (on the timed users, not the ones its probes were chosen on);
+  `ivf_speedup_vs_exact` is the ratio of the two p50s;
 - `serving_default_p50_ms` / `_p99_ms`: the whole chain (retrieve 300, rank them, return 25);
-- `export_mb`: size of the ScaNN export (`portable_export_mb` beside it).
+- `export_mb`: size of the ScaNN export (`portable_export_mb`, the exact one, and
+  `ivf_export_mb` beside it).
 
 The load test (`--load-threads` threads x `--load-requests` requests each, one loaded model: the
 largest corpus at the first d) mixes good requests with bad ones (NaN ages, wrong rank, batch
@@ -49,7 +60,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
 import tensorflow as tf  # noqa: E402
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
-from tfrs_youtube.export import export_two_stage  # noqa: E402
+from tfrs_youtube.export import export_two_stage, read_metadata  # noqa: E402
+from tfrs_youtube.ivf import exact_top_k  # noqa: E402
 from tfrs_youtube.reports import item_vectors, held_out_requests  # noqa: E402
 from tfrs_youtube.requests import as_tensors, take  # noqa: E402
 from tfrs_youtube.serving import ServingConfig, TwoStageRecommender  # noqa: E402
@@ -65,8 +77,9 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def train_system(dim: int, seed: int):
-    log = generate(SyntheticConfig(num_users=3000, num_videos=10_000, seed=seed))
+def train_system(dim: int, seed: int, num_videos: int = 10_000):
+    # A log of many videos needs many users for most of them to be watched at all.
+    log = generate(SyntheticConfig(num_users=max(3000, num_videos // 20), num_videos=num_videos, seed=seed))
     config = TrainConfig(candidate_epochs=2, ranker_epochs=1, seed=seed)
     config.examples.split = "time"
     config.embeddings.video_dim = config.embeddings.token_dim = dim
@@ -89,9 +102,18 @@ def extended_corpus(system, size: int, seed: int) -> tuple[np.ndarray, np.ndarra
             np.concatenate([trained, vectors.astype(np.float32)]).astype(np.float32))
 
 
-def requests_of(system, n: int) -> list[dict[str, tf.Tensor]]:
+CALIBRATION_USERS = 1000
+
+
+def requests_of(system, n: int) -> tuple[list[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
+    """`n` test users' requests, one at a time, and the next `CALIBRATION_USERS` as one batch (the
+    user vectors the partitioned index chooses its probes on: never the measured users)."""
     requests, _ = held_out_requests(system.examples)
-    return [as_tensors(take(requests, slice(i, i + 1))) for i in range(min(n, len(requests["request_time"])))]
+    total = len(requests["request_time"])
+    if total < n + 20:
+        raise ValueError(f"{total} test users: --users {n} leaves fewer than 20 to tune the index on")
+    one_by_one = [as_tensors(take(requests, slice(i, i + 1))) for i in range(n)]
+    return one_by_one, as_tensors(take(requests, slice(n, n + CALIBRATION_USERS)))
 
 
 def timed(fn, requests, repeats: int) -> tuple[float, float]:
@@ -105,19 +127,20 @@ def timed(fn, requests, repeats: int) -> tuple[float, float]:
     return float(np.median(times) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
-def timed_against(fn, reference, requests, repeats: int, reference_repeats: int, rounds: int = 10
-                  ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """`timed` for two signatures, interleaved in `rounds` blocks: on a shared machine the load
-    changes by the second, and a speed-up is only meaningful if both sides saw the same load.
+def timed_interleaved(signatures: dict, requests, repeats: dict[str, int], rounds: int = 10
+                      ) -> dict[str, tuple[float, float]]:
+    """(p50, p99) in ms of each named signature, timed in `rounds` interleaved blocks: on a shared
+    machine the load changes by the second, and a speed-up is only meaningful if every side saw
+    the same load.
 
     Each block starts with a few untimed calls, so that each side is timed warm, as a server
-    running it alone would run it: the exact twin streams the whole corpus (256 MB at 1M x 64)
-    through the caches and evicts the other side's tables and index from them.
+    running it alone would run it: the exact model streams the whole corpus (256 MB at 1M x 64)
+    through the caches and evicts the other sides' tables and indexes from them.
     """
-    times = {"fn": [], "reference": []}
+    times = {name: [] for name in signatures}
     for block in range(rounds):
-        blocks = (("fn", fn, repeats // rounds), ("reference", reference, max(1, reference_repeats // rounds)))
-        for name, f, n in blocks:
+        for name, f in signatures.items():
+            n = max(1, repeats[name] // rounds)
             for r in requests[-3:]:
                 f(**r)  # warm-up, untimed
             for i in range(n):
@@ -125,8 +148,7 @@ def timed_against(fn, reference, requests, repeats: int, reference_repeats: int,
                 started = time.perf_counter()
                 f(**request)
                 times[name].append(time.perf_counter() - started)
-    summary = {k: (float(np.median(v) * 1e3), float(np.percentile(v, 99) * 1e3)) for k, v in times.items()}
-    return summary["fn"], summary["reference"]
+    return {k: (float(np.median(v) * 1e3), float(np.percentile(v, 99) * 1e3)) for k, v in times.items()}
 
 
 def dir_mb(path: str) -> float:
@@ -206,6 +228,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--load-threads", type=int, default=8)
     parser.add_argument("--load-requests", type=int, default=1000, help="requests per thread in the load test")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trained-videos", default="",
+                        help="comma-separated corpus sizes of trained-corpus rows (default: none)")
     parser.add_argument("--out-dir", default=None,
                         help="keep the exports here (default: a temporary directory; exports removed once measured)")
     parser.add_argument("--num-leaves", type=int, default=None, help="override ScaNN's leaves (default ~sqrt(N))")
@@ -217,6 +241,7 @@ def main(argv=None) -> dict:
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     dims = [int(d) for d in args.dims.split(",")]
+    args.trained_videos = [int(v) for v in args.trained_videos.split(",") if v]
     tf.keras.utils.set_random_seed(args.seed)
     if args.out_dir:
         return run(args, sizes, dims, args.out_dir, keep_exports=True)
@@ -227,54 +252,97 @@ def main(argv=None) -> dict:
         return run(args, sizes, dims, out_dir, keep_exports=False)
 
 
+def recall_at_100(model, user_requests, user_vectors: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> float:
+    """Share of the exact top-100 by dot product found in the loaded model's `retrieve` top-100."""
+    retrieved = np.concatenate([model.signatures["retrieve"](**r)["video_ids"].numpy()[:, :100]
+                                for r in user_requests])
+    exact = exact_top_k(user_vectors, vectors, 100)
+    ids = ids.astype(str)
+    return float(np.mean([len(set(a.astype(str)) & set(ids[e])) / 100 for a, e in zip(retrieved, exact)]))
+
+
+def measure_corpus(args, system, requests, calibration, ids, vectors, out_dir, name, keep_exports, kind) -> tuple:
+    """One row: ScaNN, the partitioned index and exact search over the corpus (ids, vectors)."""
+    size, dim = len(ids), vectors.shape[1]
+    started = time.perf_counter()
+    serving = dataclasses.replace(system.config.serving, num_leaves=args.num_leaves,
+                                  leaves_to_search=args.leaves_to_search, reorder=args.reorder,
+                                  portable_index="ivf")
+    recommender = TwoStageRecommender(system.candidate_generator, system.ranker, serving, corpus_ids=ids,
+                                      video_vectors=vectors)
+    build_s = time.perf_counter() - started
+    # retrieve and user_embedding take the user tower's inputs only.
+    user_requests = [recommender.user_request(r) for r in requests]
+    user_vectors = np.concatenate([recommender.user_embedding(r)["user_embedding"].numpy() for r in user_requests])
+    calibration_vectors = recommender.user_embedding(recommender.user_request(calibration))["user_embedding"].numpy()
+    warmup = [{k: v.numpy() for k, v in requests[0].items()}]
+    started = time.perf_counter()
+    paths = export_two_stage(recommender, out_dir, name, recall_user_vectors=calibration_vectors,
+                             warmup_requests=warmup)
+    export_s = time.perf_counter() - started
+    exact_recommender = TwoStageRecommender(system.candidate_generator, system.ranker,
+                                            dataclasses.replace(serving, index="exact"), corpus_ids=ids,
+                                            video_vectors=vectors)
+    paths["exact"] = export_two_stage(exact_recommender, out_dir, name + "_exact", warmup_requests=warmup)["exact"]
+    del exact_recommender
+    models = {variant: tf.saved_model.load(path) for variant, path in paths.items()}
+    scann_recall = recall_at_100(models["scann"], user_requests, user_vectors, ids, vectors)
+    ivf_recall = recall_at_100(models["portable"], user_requests, user_vectors, ids, vectors)
+    timing = timed_interleaved({variant: models[variant].signatures["retrieve"] for variant in
+                                ("scann", "portable", "exact")}, user_requests,
+                               {"scann": args.repeats, "portable": args.repeats, "exact": max(20, args.repeats // 5)})
+    chain = timed(models["scann"].signatures["serving_default"], requests, args.repeats)
+    ivf_index = read_metadata(paths["portable"])["index"]
+    row = {"corpus": size, "dim": dim, "corpus_kind": kind, "scann_recall_at_100": round(scann_recall, 4),
+           "retrieve_p50_ms": round(timing["scann"][0], 3), "retrieve_p99_ms": round(timing["scann"][1], 3),
+           "portable_retrieve_p50_ms": round(timing["exact"][0], 3),
+           "exact_retrieve_p50_ms": round(timing["exact"][0], 3),
+           "ivf_retrieve_p50_ms": round(timing["portable"][0], 3),
+           "ivf_retrieve_p99_ms": round(timing["portable"][1], 3),
+           "ivf_recall_at_100": round(ivf_recall, 4),
+           "ivf_speedup_vs_exact": round(timing["exact"][0] / timing["portable"][0], 1),
+           "serving_default_p50_ms": round(chain[0], 3), "serving_default_p99_ms": round(chain[1], 3),
+           "export_mb": round(dir_mb(paths["scann"]), 1),
+           "portable_export_mb": round(dir_mb(paths["exact"]), 1),
+           "ivf_export_mb": round(dir_mb(paths["portable"]), 1),
+           "speedup_vs_portable": round(timing["exact"][0] / timing["scann"][0], 1),
+           "index": {k: v for k, v in recommender.index_settings.items()}, "index_build_s": round(build_s, 1),
+           "ivf_index": ivf_index, "export_s": round(export_s, 1)}
+    scann_model = models["scann"]
+    del models, recommender
+    if not keep_exports:
+        for path in paths.values():  # <out>/<name>/<version>: the whole model directory
+            shutil.rmtree(os.path.dirname(path))
+    return row, scann_model
+
+
 def run(args, sizes: list[int], dims: list[int], out_dir: str, keep_exports: bool) -> dict:
     rows, load = [], None
     for dim in dims:
         print(f"training a d={dim} system", flush=True)
         system = train_system(dim, args.seed)
-        requests = requests_of(system, args.users)
+        requests, calibration = requests_of(system, args.users)
         for size in sizes:
             ids, vectors = extended_corpus(system, size, args.seed)
-            started = time.perf_counter()
-            serving = dataclasses.replace(system.config.serving, num_leaves=args.num_leaves,
-                                          leaves_to_search=args.leaves_to_search, reorder=args.reorder)
-            recommender = TwoStageRecommender(system.candidate_generator, system.ranker, serving, corpus_ids=ids,
-                                              video_vectors=vectors)
-            build_s = time.perf_counter() - started
-            # retrieve and user_embedding take the user tower's inputs only.
-            user_requests = [recommender.user_request(r) for r in requests]
-            user_vectors = np.concatenate([recommender.user_embedding(r)["user_embedding"].numpy()
-                                           for r in user_requests])
-            paths = export_two_stage(recommender, out_dir, f"d{dim}_n{size}", recall_user_vectors=user_vectors,
-                                     warmup_requests=[{k: v.numpy() for k, v in requests[0].items()}])
-            scann_model, portable = tf.saved_model.load(paths["scann"]), tf.saved_model.load(paths["portable"])
-            retrieved = np.concatenate([scann_model.signatures["retrieve"](**r)["video_ids"].numpy()[:, :100]
-                                        for r in user_requests])
-            exact = np.argsort(-user_vectors @ vectors.T, axis=1)[:, :100]
-            ids = ids.astype(str)
-            recall = float(np.mean([len(set(a.astype(str)) & set(ids[e])) / 100 for a, e in zip(retrieved, exact)]))
-            retrieve, portable_retrieve = timed_against(scann_model.signatures["retrieve"],
-                                                        portable.signatures["retrieve"], user_requests, args.repeats,
-                                                        max(20, args.repeats // 5))
-            chain = timed(scann_model.signatures["serving_default"], requests, args.repeats)
-            row = {"corpus": size, "dim": dim, "scann_recall_at_100": round(recall, 4),
-                   "retrieve_p50_ms": round(retrieve[0], 3), "retrieve_p99_ms": round(retrieve[1], 3),
-                   "portable_retrieve_p50_ms": round(portable_retrieve[0], 3),
-                   "serving_default_p50_ms": round(chain[0], 3), "serving_default_p99_ms": round(chain[1], 3),
-                   "export_mb": round(dir_mb(paths["scann"]), 1),
-                   "portable_export_mb": round(dir_mb(paths["portable"]), 1),
-                   "speedup_vs_portable": round(portable_retrieve[0] / retrieve[0], 1),
-                   "index": {k: v for k, v in recommender.index_settings.items()}, "index_build_s": round(build_s, 1)}
+            row, scann_model = measure_corpus(args, system, requests, calibration, ids, vectors, out_dir,
+                                              f"d{dim}_n{size}", keep_exports, "noisy_copies")
             rows.append(row)
             print(json.dumps(row), flush=True)
             if load is None and dim == dims[0] and size == max(sizes):
                 print(f"load test: {args.load_threads} threads x {args.load_requests} requests", flush=True)
                 load = load_test(scann_model, requests, args.load_threads, args.load_requests)
                 print(json.dumps(load), flush=True)
-            del scann_model, portable, recommender
-            if not keep_exports:
-                for path in paths.values():  # <out>/<name>/<version>: the whole model directory
-                    shutil.rmtree(os.path.dirname(path))
+            del scann_model
+    for videos in args.trained_videos:
+        print(f"training a d={dims[0]} system on a log of {videos} videos", flush=True)
+        system = train_system(dims[0], args.seed, num_videos=videos)
+        requests, calibration = requests_of(system, args.users)
+        ids = np.asarray(system.embeddings.video.vocabulary, dtype=object)
+        row, scann_model = measure_corpus(args, system, requests, calibration, ids, item_vectors(
+            system.candidate_generator), out_dir, f"trained_d{dims[0]}_n{len(ids)}", keep_exports, "trained")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del scann_model
     result = {"rows": rows, "load_test": load,
               "config": {"num_candidates": NUM_CANDIDATES, "k": K, "repeats": args.repeats, "users": args.users,
                          "serving": dataclasses.asdict(ServingConfig(num_candidates=NUM_CANDIDATES, k=K)),

@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"corpus", "dim", "scann_recall_at_100", "retrieve_p50_ms", "retrieve_p99_ms", "portable_retrieve_p50_ms",
-            "serving_default_p50_ms", "serving_default_p99_ms", "export_mb"}
+            "serving_default_p50_ms", "serving_default_p99_ms", "export_mb", "exact_retrieve_p50_ms",
+            "ivf_retrieve_p50_ms", "ivf_recall_at_100", "corpus_kind"}
 
 
 @pytest.mark.slow
@@ -25,15 +26,20 @@ def test_serving_benchmark_writes_its_json_and_leaves_no_export_behind(tmp_path)
     out = tmp_path / "serving.json"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "serving.py"), "--json", str(out), "--sizes", "2000,20000",
-         "--dims", "16", "--repeats", "20", "--users", "10", "--load-threads", "2", "--load-requests", "30"],
+         "--dims", "16", "--repeats", "20", "--users", "10", "--load-threads", "2", "--load-requests", "30",
+         "--trained-videos", "1500"],
         env=dict(os.environ, TMPDIR=str(scratch), TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
         timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(out.read_text())
-    assert [(row["corpus"], row["dim"]) for row in result["rows"]] == [(2000, 16), (20000, 16)]
+    assert [(row["corpus"], row["dim"], row["corpus_kind"]) for row in result["rows"]] == [
+        (2000, 16, "noisy_copies"), (20000, 16, "noisy_copies"), (1500, 16, "trained")]
     for row in result["rows"]:
         assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
         assert 0.5 < row["scann_recall_at_100"] <= 1
+        # The probes are chosen for 95% on other users; the measured users land near it.
+        assert 0.8 < row["ivf_recall_at_100"] <= 1 and row["ivf_index"]["probes"] >= 1
+        assert row["exact_retrieve_p50_ms"] == row["portable_retrieve_p50_ms"] > 0 and row["ivf_retrieve_p50_ms"] > 0
         assert 0 < row["retrieve_p50_ms"] <= row["retrieve_p99_ms"]
         assert 0 < row["serving_default_p50_ms"] <= row["serving_default_p99_ms"]
         assert row["export_mb"] > 0

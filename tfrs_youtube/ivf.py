@@ -163,9 +163,9 @@ class PartitionedIndex(tfrs.layers.factorized_top_k.TopK):
     def num_probes(self) -> int:
         return self.settings["probes"]
 
-    def probe_recall(self, queries: np.ndarray, k: int | None = None) -> np.ndarray:
+    def probe_recall(self, queries: np.ndarray, k: int | None = None, per_query: bool = False) -> np.ndarray:
         """recall[L - 1]: the share of the exact top k that probing the best L partitions finds,
-        for L = 1..P, averaged over the queries.
+        for L = 1..P, averaged over the queries (`per_query`: one such row per query).
 
         No search is run: an exact top-k video is found exactly when its partition is probed
         (scored exactly, it beats every probed video outside the top k), so the recall at L is the
@@ -178,11 +178,16 @@ class PartitionedIndex(tfrs.layers.factorized_top_k.TopK):
         ranking = tf.argsort(tf.matmul(queries, self._means, transpose_b=True), axis=1, direction="DESCENDING")
         rank_of = tf.argsort(ranking, axis=1)  # the inverse permutation: partition -> its rank
         found_at = tf.gather(rank_of, top, batch_dims=1).numpy()  # the probe that finds each
+        if per_query:
+            counts = np.zeros((len(queries), p))
+            np.add.at(counts, (np.repeat(np.arange(len(queries)), k), found_at.ravel()), 1)
+            return np.cumsum(counts, axis=1) / k
         return np.cumsum(np.bincount(found_at.ravel(), minlength=p)[:p]) / found_at.size
 
     def choose_probes(self, queries: np.ndarray | None) -> dict:
-        """The smallest L whose recall on half the queries reaches the target, and the recall
-        that L reaches on the other half (on all of them when there are fewer than 20)."""
+        """The smallest L whose recall on half the queries reaches the target by a margin of one
+        standard error (so that other users, too, more likely than not get the target), and the
+        recall that L reaches on the other half (on all of them when there are fewer than 20)."""
         source = "user vectors"
         if queries is None or not len(queries):
             rng = np.random.default_rng(self._seed)
@@ -191,9 +196,10 @@ class PartitionedIndex(tfrs.layers.factorized_top_k.TopK):
         queries = np.asarray(queries, np.float32)
         half = len(queries) // 2 if len(queries) >= 20 else len(queries)
         choose, measure = queries[:half], queries[half:] if len(queries) >= 20 else queries
-        curve = self.probe_recall(choose)
-        probes = int(np.argmax(curve >= self._recall_target - 1e-9)) + 1 if curve[-1] >= self._recall_target - 1e-9 \
-            else len(curve)
+        rows = self.probe_recall(choose, per_query=True)
+        standard_error = rows.std(axis=0, ddof=1) / np.sqrt(len(rows)) if len(rows) > 1 else 0.0
+        reaches = rows.mean(axis=0) - standard_error >= self._recall_target - 1e-9
+        probes = int(np.argmax(reaches)) + 1 if reaches.any() else rows.shape[1]
         k = min(self._recall_k, len(self._vectors))
         reached = float(self.probe_recall(measure)[probes - 1])
         return {"probes": probes, "probes_chosen_by": f"recall target {self._recall_target} on {len(choose)} "

@@ -77,8 +77,8 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     k = min(k, int(vectors.shape[0]))
     scores, rows = [], []
     for start in range(0, int(vectors.shape[0]), _CHUNK * 8):
-        s, r = tf.math.top_k(tf.matmul(queries, vectors[start:start + _CHUNK * 8], transpose_b=True),
-                             k=min(k, int(vectors[start:start + _CHUNK * 8].shape[0])))
+        block = vectors[start:start + _CHUNK * 8]
+        s, r = tf.math.top_k(tf.matmul(queries, block, transpose_b=True), k=min(k, int(block.shape[0])))
         scores.append(s)
         rows.append(r + start)
     best = tf.math.top_k(tf.concat(scores, axis=1), k=k).indices
@@ -178,11 +178,10 @@ class PartitionedIndex(tfrs.layers.factorized_top_k.TopK):
         ranking = tf.argsort(tf.matmul(queries, self._means, transpose_b=True), axis=1, direction="DESCENDING")
         rank_of = tf.argsort(ranking, axis=1)  # the inverse permutation: partition -> its rank
         found_at = tf.gather(rank_of, top, batch_dims=1).numpy()  # the probe that finds each
-        if per_query:
-            counts = np.zeros((len(queries), p))
-            np.add.at(counts, (np.repeat(np.arange(len(queries)), k), found_at.ravel()), 1)
-            return np.cumsum(counts, axis=1) / k
-        return np.cumsum(np.bincount(found_at.ravel(), minlength=p)[:p]) / found_at.size
+        counts = np.zeros((len(queries), p))
+        np.add.at(counts, (np.repeat(np.arange(len(queries)), k), found_at.ravel()), 1)
+        rows = np.cumsum(counts, axis=1) / k
+        return rows if per_query else rows.mean(axis=0)
 
     def choose_probes(self, queries: np.ndarray | None) -> dict:
         """The smallest L whose recall on half the queries reaches the target by a margin of one

@@ -13,6 +13,14 @@ log) and exp(logit) then overstates watch time by 1 / (1 - P). By default (`nega
 "every_impression"`) every impression therefore also counts once as a negative of weight 1,
 clicked or not: the optimum becomes sum(T_i) / N = E[T] exactly, and the ranking order, which
 only ever depended on E[T], is the paper's. `negatives="unclicked"` is the paper's loss as written.
+
+Watch times come in the data's own unit and length: seconds of clips, or a film's 6,000. Weights
+of thousands against 1 for an unclicked impression make the loss's gradients a thousand times
+those of a clip log and push the logits far from 0, where the sigmoid is flat in float32 (and an
+AUC read from it is 0.5). So the loss is taken in units of the training pages' mean watch time
+per click, U (`Ranker.set_watch_time_unit`): positives weigh T / U, the network's own output z
+has odds E[T] / U at its optimum, and the ranker's logit is z + log U, exp(logit) still the
+expected watch time in the data's unit. Only the scale of the problem changes, not its optimum.
 """
 
 from __future__ import annotations
@@ -153,6 +161,9 @@ class Ranker(tfrs.Model):
         rows = embeddings.video.vocabulary_size + 1
         self.known_videos = tf.Variable(np.r_[0.0, np.ones(rows - 1)].astype(np.float32), trainable=False,
                                         name="known_videos")
+        # log U, the mean watch time per click of the training pages (see the module docstring);
+        # 0 (U = 1 s) until `set_watch_time_unit` says otherwise.
+        self.log_watch_time_unit = tf.Variable(0.0, trainable=False, name="log_watch_time_unit")
         # Reduced in `compute_loss` (a mean over the batch's rows): Keras refuses its automatic
         # reductions under a tf.distribute strategy.
         self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(
@@ -189,6 +200,16 @@ class Ranker(tfrs.Model):
         self.known_videos.assign(known)
         return self
 
+    def set_watch_time_unit(self, seconds: float) -> "Ranker":
+        """Takes the loss in units of `seconds` (the training pages' mean watch time per click):
+        the network learns log(E[T] / U) and the logit adds log U back. Unweighted training (a
+        click model) keeps the unit 1."""
+        seconds = float(seconds)
+        if not np.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"the watch time unit must be a positive number of seconds, got {seconds}")
+        self.log_watch_time_unit.assign(np.log(seconds) if self.config.weighted else 0.0)
+        return self
+
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The logit of each candidate, [batch, N]: log of its expected watch time."""
         return self.calibration(self.raw_logits(features, training=training))
@@ -199,7 +220,7 @@ class Ranker(tfrs.Model):
         impression = self.impression_representation(features, training=training)
         n = tf.shape(impression)[1]
         user = tf.repeat(user[:, None, :], n, axis=1)
-        return tf.squeeze(self.scorer(tf.concat([user, impression], axis=-1)), axis=-1)
+        return tf.squeeze(self.scorer(tf.concat([user, impression], axis=-1)), axis=-1) + self.log_watch_time_unit
 
     def user_representation(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The inputs that depend on the user only, [batch, width]: the same for every candidate
@@ -266,18 +287,22 @@ class Ranker(tfrs.Model):
         logits = tf.boolean_mask(self(features, training=training), mask)
         clicked = tf.boolean_mask(tf.cast(features["clicked"], tf.float32), mask)
         watch = tf.boolean_mask(tf.cast(features["watch_time_s"], tf.float32), mask)
-        weights = impression_weights(clicked, watch, self.config.weighted)
-        labels, predictions = clicked, logits
+        # The loss in watch-time units U: weights T / U, odds E[T] / U (see the module docstring).
+        unit = tf.exp(self.log_watch_time_unit)
+        weights = impression_weights(clicked, watch / unit, self.config.weighted)
+        labels, predictions = clicked, logits - self.log_watch_time_unit
         if self.config.negatives == "every_impression":
             # Positives: the clicked impressions, weighted; negatives: every impression, weight 1.
             labels = tf.concat([tf.ones_like(clicked), tf.zeros_like(clicked)], axis=0)
-            predictions = tf.concat([logits, logits], axis=0)
+            predictions = tf.concat([predictions, predictions], axis=0)
             weights = tf.concat([weights * clicked, tf.ones_like(clicked)], axis=0)
         # Keras' binary cross-entropy reduces the last axis: one column per example.
         losses = self.task(labels=labels[:, None], predictions=predictions[:, None], sample_weight=weights,
                            compute_metrics=False)
         loss = tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32))
-        self.auc.update_state(clicked, logits)
+        # AUC from the logits in units of U: in seconds a film's logits sit near 8, where the
+        # sigmoid the metric thresholds is 1 in float32 for every impression.
+        self.auc.update_state(clicked, logits - self.log_watch_time_unit)
         if not training:
             # One record is one page: its row in the batch identifies it.
             pages = tf.boolean_mask(tf.broadcast_to(tf.range(tf.shape(mask)[0])[:, None], tf.shape(mask)), mask)

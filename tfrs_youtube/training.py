@@ -179,16 +179,23 @@ def _build_models(examples: ExampleSet, config: TrainConfig) -> Models:
     embeddings.adapt_continuous(age=np.concatenate(ages), example_age_s=np.concatenate(example_ages))
     if examples.has_impressions():
         derived = {name: [] for name in IMPRESSION_CONTINUOUS}
+        click_watch_times = []
         pages = dataset(examples, "ranking", "fit", 512, shuffle=True, seed=seed,
                         features=ranking_features(embeddings))
         for batch_pages in _sample(pages, QUANTILE_SAMPLE_PAGES, 512):
             values = embeddings.candidate_features(batch_pages, batch_pages["video_id"])
+            mask = batch_pages["impression_mask"]
             for name in IMPRESSION_CONTINUOUS:
-                derived[name].append(tf.boolean_mask(values[name], batch_pages["impression_mask"]).numpy())
+                derived[name].append(tf.boolean_mask(values[name], mask).numpy())
+            clicked = mask & (batch_pages["clicked"] > 0)
+            click_watch_times.append(tf.boolean_mask(batch_pages["watch_time_s"], clicked).numpy())
         embeddings.adapt_continuous(**{name: np.concatenate(v) for name, v in derived.items()})
+        click_watch_times = np.concatenate(click_watch_times)
     candidate = CandidateGenerator(config.candidate, embeddings, seed=seed)
     ranker = Ranker(config.ranker, embeddings, seed=seed)
     ranker.set_known_videos(examples.statistics["ranker_video_counts"])
+    if examples.has_impressions() and click_watch_times.size and click_watch_times.mean() > 0:
+        ranker.set_watch_time_unit(click_watch_times.mean())
     return Models(embeddings, candidate, ranker)
 
 

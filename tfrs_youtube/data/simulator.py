@@ -201,9 +201,10 @@ class Simulator:
         return (_COMPLETION_BASE + _COMPLETION_AFFINITY * affinity
                 + _COMPLETION_PER_LOG_DURATION * np.log(self.duration[videos] / _TYPICAL_DURATION_S))
 
-    def watch_time_if_clicked(self, users: np.ndarray, videos: np.ndarray) -> np.ndarray:
-        """E[seconds watched | click] = E[max(1, duration x expit(m + 0.8 Z))], Z ~ N(0, 1), by
-        Gauss-Hermite quadrature (40 nodes) over Z.
+    def watch_time_if_clicked(self, users: np.ndarray, videos: np.ndarray, moment: int = 1) -> np.ndarray:
+        """E[seconds watched | click] = E[max(1, duration x expit(m + 0.8 Z))], Z ~ N(0, 1), with m
+        the `completion_logit`, by Gauss-Hermite quadrature (40 nodes) over Z; `moment=2` gives
+        E[seconds^2 | click] (for variances).
 
         This is the expectation of what the log draws, clip(round(duration x expit(...), 0.1 s),
         1 s, duration), except for the rounding to 0.1 s, which is ignored (it moves a mean by far
@@ -218,7 +219,7 @@ class Simulator:
         for start in range(0, len(mean), step):
             part = slice(start, start + step)
             watched = duration[part, None] * _expit(mean[part, None] + _COMPLETION_NOISE * nodes)
-            out[part] = np.maximum(watched, _MIN_WATCH_S) @ weights
+            out[part] = np.maximum(watched, _MIN_WATCH_S) ** moment @ weights
         return out.reshape(users.shape)
 
     def _draw_watch_time(self, rng: np.random.Generator, users: np.ndarray, videos: np.ndarray) -> np.ndarray:
@@ -274,7 +275,7 @@ class Simulator:
                 cand = _first_occurrences(np.asarray(candidates, np.int64)[rows])
             seen = None if shown_before is None else np.asarray(shown_before)[rows]
             score = self.respond(users[rows], times[rows], cand, seen).expected_watch_time
-            ok = score > 0  # every live slot has a positive expectation
+            ok = (cand >= 0) & (self.upload_time[np.maximum(cand, 0)] <= times[rows, None])
             if excluded_keys is not None:
                 keys = rows[:, None] * self.num_videos + cand
                 pos = np.minimum(np.searchsorted(excluded_keys, keys), max(len(excluded_keys) - 1, 0))

@@ -191,7 +191,8 @@ def test_shown_before_and_watched_before_count_strictly_earlier_events():
     rows = rng.choice(len(imp), 300, replace=False)
     users = simulator.user_index(imp.user_id.to_numpy()[rows])
     times = imp.time.to_numpy()[rows] + rng.integers(-3 * 86400, 3 * 86400, len(rows))
-    pages = np.c_[simulator.video_index(imp.video_id.to_numpy()[rows]), rng.integers(-1, simulator.num_videos, len(rows))]
+    logged = simulator.video_index(imp.video_id.to_numpy()[rows])
+    pages = np.c_[logged, rng.integers(-1, simulator.num_videos, len(rows))]
     counts = simulator.shown_before(imp, users, times, pages)
     by_pair = imp.groupby(["user_id", "video_id"]).time.apply(np.array).to_dict()
     for i in range(len(rows)):
@@ -227,6 +228,8 @@ def test_best_pages_beat_every_other_page():
     shown = rng.integers(0, 3, (n, m))
     best = simulator.best_pages(users, times, candidates, k, shown_before=shown)
     assert best.shape == (n, k)
+    wide = simulator.best_pages(users, times, candidates, m + 2, shown_before=shown, exclude=([], []))
+    assert (wide[:, :k] == best).all() and (wide[:, m:] == -1).all()  # more slots than candidates
     for i in range(n):
         def score(page):
             slots = [int(np.flatnonzero(candidates[i] == v)[0]) for v in page]

@@ -173,11 +173,11 @@ class Simulator:
 
     def user_index(self, user_ids) -> np.ndarray:
         """Indices of user ids; -1 for an unknown id (and for "")."""
-        return self._user_lookup.get_indexer(np.asarray(user_ids, dtype=object).ravel()).reshape(np.shape(user_ids))
+        return _lookup(self._user_lookup, user_ids)
 
     def video_index(self, video_ids) -> np.ndarray:
         """Indices of video ids; -1 for an unknown id (and for "")."""
-        return self._video_lookup.get_indexer(np.asarray(video_ids, dtype=object).ravel()).reshape(np.shape(video_ids))
+        return _lookup(self._video_lookup, video_ids)
 
     # --- the user model: one function per logit, used by the log writer and by respond ---------
 
@@ -271,6 +271,8 @@ class Simulator:
         if exclude is not None:
             rows, videos = (np.asarray(a, np.int64).ravel() for a in exclude)
             excluded_keys = np.unique(rows * self.num_videos + videos)
+            if len(excluded_keys) == 0:
+                excluded_keys = None
         out = np.full((len(users), k), -1, np.int64)
         step = max(1, _PAIRS_PER_CHUNK // max(m, 1))
         for start in range(0, len(users), step):
@@ -284,8 +286,8 @@ class Simulator:
             ok = (cand >= 0) & (self.upload_time[np.maximum(cand, 0)] <= times[rows, None])
             if excluded_keys is not None:
                 keys = rows[:, None] * self.num_videos + cand
-                pos = np.minimum(np.searchsorted(excluded_keys, keys), max(len(excluded_keys) - 1, 0))
-                ok &= ~((len(excluded_keys) > 0) & (excluded_keys[pos] == keys))
+                pos = np.minimum(np.searchsorted(excluded_keys, keys), len(excluded_keys) - 1)
+                ok &= excluded_keys[pos] != keys
             score = np.where(ok, score, -np.inf)
             best = np.argsort(-score, axis=1, kind="stable") if k >= m else (
                 np.argpartition(-score, k - 1, axis=1)[:, :k])
@@ -518,6 +520,11 @@ def count_before(event_users, event_videos, event_times, users, times, videos) -
     below = np.searchsorted(sorted_events, pos * span + offset, side="left") - first[pos]
     counts[found] = below[found]
     return counts.reshape(shape)
+
+
+def _lookup(index: pd.Index, ids) -> np.ndarray:
+    """Positions of ids in an index of ids, in the ids' shape; -1 for an unknown id."""
+    return index.get_indexer(np.asarray(ids, dtype=object).ravel()).reshape(np.shape(ids))
 
 
 def _first_occurrences(videos: np.ndarray) -> np.ndarray:

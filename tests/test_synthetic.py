@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 
 from tfrs_youtube.data.schema import SCHEMA, TABLES, validate
+from tfrs_youtube.data.simulator import _VideoSampler
 from tfrs_youtube.data.synthetic import (
     COUNTRIES,
     TOPICS,
     SyntheticConfig,
-    _VideoSampler,
     generate,
     topic_names,
     topic_tokens,

@@ -23,10 +23,10 @@ standard errors leave out how much requests differ from one another.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from tfrs_youtube import requests as request_tools
 from tfrs_youtube.data.schema import EventLog
+from tfrs_youtube.data.simulator import count_before
 
 SYSTEMS = ("two_stage", "retrieval_only", "most_popular", "random", "candidate_oracle", "corpus_oracle")
 REQUEST_BATCH = 512
@@ -46,63 +46,51 @@ def held_out_moments(log: EventLog, cut: int, num_requests: int | None, seed: in
     return users, times
 
 
-def _earlier_counts(table: pd.DataFrame, user_index: dict, video_index: pd.Index, users: np.ndarray,
-                    times: np.ndarray, pages: np.ndarray, num_videos: int) -> np.ndarray:
-    """For each (row, slot): how many events of `table` pair the row's user with the slot's video
-    strictly before the row's time (pages hold video indices, -1 empty)."""
-    span = int(max(table["time"].max() if len(table) else 0, times.max(initial=0))) + 2
-    key = (table["user_id"].map(user_index).to_numpy(np.int64) * num_videos
-           + video_index.get_indexer(table["video_id"].to_numpy()))
-    stamps = np.sort(key * span + table["time"].to_numpy(np.int64) + 1)
-    page_key = (users[:, None] * num_videos + np.maximum(pages, 0)) * span
-    counts = np.searchsorted(stamps, page_key + times[:, None] + 1, side="left") - np.searchsorted(stamps, page_key)
-    return np.where(pages >= 0, counts, 0)
-
-
 class Scorer:
     """Scores pages of video indices for (user, time) requests with the simulator's truth.
 
     Args:
       simulator: the `Simulator` that wrote `log`.
-      log: its event log (what was watched and shown before each request).
+      log: its event log (what each user watched and was shown before each request).
       users, times: the requests' user ids and times.
     """
 
     def __init__(self, simulator, log: EventLog, users: np.ndarray, times: np.ndarray):
-        self.simulator, self.log = simulator, log
+        self.simulator = simulator
         self.users = simulator.user_index(np.asarray(users, dtype=object))
         self.times = np.asarray(times, np.int64)
-        self.num_videos = len(log.videos)
-        self._user_index = dict(zip(log.users["user_id"], simulator.user_index(log.users["user_id"].to_numpy(object))))
-        self._video_index = pd.Index(log.videos["video_id"])
+        self._events = {name: (simulator.user_index(table["user_id"].to_numpy(object)),
+                               simulator.video_index(table["video_id"].to_numpy(object)), table["time"].to_numpy())
+                        for name, table in (("watches", log.watches), ("impressions", log.impressions))}
 
     def indices(self, ids: np.ndarray) -> np.ndarray:
         """Video ids ("" or unknown: -1) -> the simulator's video indices."""
         return self.simulator.video_index(np.asarray(ids, dtype=object))
 
+    def _before(self, events: str, pages: np.ndarray, rows) -> np.ndarray:
+        return count_before(*self._events[events], self.users[rows], self.times[rows], pages)
+
     def respond(self, pages: np.ndarray, rows=slice(None)):
         """The simulator's response to pages of video indices ([n, k], -1 empty) for the requests
-        `rows`; a video the user watched before the request earns nothing."""
-        users, times = self.users[rows], self.times[rows]
-        counts = lambda table: _earlier_counts(table, self._user_index, self._video_index, users, times,  # noqa: E731
-                                               pages, self.num_videos)
-        pages = np.where(counts(self.log.watches) > 0, -1, pages)
-        return self.simulator.respond(users, times, pages, shown_before=counts(self.log.impressions))
+        `rows`; a video the user watched before the request earns nothing (as an empty slot)."""
+        pages = np.where(self._before("watches", pages, rows) > 0, -1, pages)
+        return self.simulator.respond(self.users[rows], self.times[rows], pages,
+                                      shown_before=self._before("impressions", pages, rows))
 
     def best_of(self, candidates: np.ndarray, k: int, rows=slice(None)) -> np.ndarray:
         """Per request, the k candidates (video indices, -1 padding) of the highest expected watch
-        time; -1 fills a page with fewer than k candidates."""
-        value = self.respond(candidates, rows).expected_watch_time
-        value = np.where(candidates >= 0, value, -np.inf)
-        top = np.argsort(-value, axis=1, kind="stable")[:, :k]
-        return np.where(np.take_along_axis(value, top, 1) > -np.inf, np.take_along_axis(candidates, top, 1), -1)
+        time, best first: the oracle (slots do not interact, so the k best videos make the best
+        page). Watched videos, future ones and padding are never picked; -1 fills what is left."""
+        watched = self._before("watches", candidates, rows) > 0
+        shown = self._before("impressions", candidates, rows)
+        return self.simulator.best_pages(self.users[rows], self.times[rows], np.where(watched, -1, candidates), k,
+                                         shown_before=shown)
 
     def best_of_corpus(self, k: int, chunk: int = 256) -> np.ndarray:
-        """Per request, the best k videos of the whole corpus (not yet uploaded or already
-        watched ones earn nothing, so they come last)."""
-        everything = np.arange(self.num_videos)
+        """Per request, the best k videos of the whole corpus."""
+        everything = np.arange(self.simulator.num_videos)
         return np.concatenate([
-            self.best_of(np.broadcast_to(everything, (len(self.users[i:i + chunk]), self.num_videos)), k,
+            self.best_of(np.broadcast_to(everything, (len(self.users[i:i + chunk]), len(everything))), k,
                          slice(i, i + chunk))
             for i in range(0, len(self.users), chunk)])
 
@@ -179,11 +167,11 @@ def run_online_experiment(simulator, log: EventLog, examples, model, k: int, num
                           seed: int = 0) -> dict:
     """The whole experiment: held-out requests after the examples' cut, each system's page from
     the loaded SavedModel `model` (or the baselines and oracles), scored by the simulator."""
-    cut = examples.cuts().watch_cutoff
+    cut = examples.cuts.watch_cutoff
     if cut is None:
         raise ValueError("the online experiment needs examples cut in time (ExampleConfig(split='time'))")
     users, times = held_out_moments(log, cut, num_requests, seed)
-    requests = request_tools.at(log, users, times, examples.contract(), user_fields=examples.user_fields)
+    requests = request_tools.at(log, users, times, examples.contract, user_fields=examples.user_fields)
     scorer = Scorer(simulator, log, users, times)
     corpus = np.asarray(examples.vocabulary("video"), dtype=object)
     popular = corpus[np.argsort(-examples.label_counts()[1:], kind="stable")]

@@ -31,7 +31,8 @@ def _numbers(name: str, value, dtype: tf.DType) -> np.ndarray:
     """The value as an array of `dtype`; a number too large for it (a 400-digit integer, 1e39 for
     a float32) is refused by name rather than turned into infinity or an overflow."""
     wide = np.asarray(value, dtype=np.float64)  # OverflowError for integers beyond float64
-    array = wide.astype(dtype.as_numpy_dtype)
+    with np.errstate(over="ignore"):  # an overflow is refused just below, by name
+        array = wide.astype(dtype.as_numpy_dtype)
     overflow = np.isfinite(wide) & ~np.isfinite(array)
     if overflow.any():
         raise RequestError(f"input {name!r}: {wide[overflow][0]:g} is out of range for {dtype.name}")

@@ -261,3 +261,15 @@ def test_evaluate_json_is_strict_json(tmp_path, monkeypatch, capsys):
         value = json.loads(text, parse_constant=strict)
         assert value["ranking"]["calibration"][0]["ratio"] is None
         assert value["ranking"]["calibration"][1]["ratio"] == 1.5 and value["ranking"]["nan"] == [None, 2.0]
+
+
+def test_a_rest_answer_holds_any_utf8_id():
+    """Found by the fuzzer: `rank` answers the candidate ids it was given, and numpy decoded the
+    model's UTF-8 bytes as ASCII (a UnicodeDecodeError for "💥")."""
+    import tensorflow as tf
+
+    from tfrs_youtube.rest import response_body
+
+    answer = {"video_ids": tf.constant([["💥", ""]]), "expected_watch_time_s": tf.constant([[0.0, 0.0]])}
+    assert response_body(answer, "instances") == {"predictions": [{"video_ids": ["💥", ""],
+                                                                   "expected_watch_time_s": [0.0, 0.0]}]}

@@ -106,12 +106,16 @@ def parse_request(body: dict | str, signature) -> tuple[dict[str, tf.Tensor], st
     return tensors, form
 
 
+_decode = np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b), otypes=[object])
+
+
 def response_body(outputs: dict[str, tf.Tensor], form: str) -> dict:
     """TF Serving's response: {"predictions": [...]} for rows, {"outputs": {...}} for columns."""
     columns = {}
     for name, tensor in outputs.items():
         value = tensor.numpy()
-        columns[name] = value.astype(str).tolist() if value.dtype == object else value.tolist()
+        # Strings come back as UTF-8 bytes (numpy's astype(str) would decode them as ASCII).
+        columns[name] = _decode(value).tolist() if value.dtype == object else value.tolist()
     if form == "inputs":
         return {"outputs": columns}
     batch = len(next(iter(columns.values())))

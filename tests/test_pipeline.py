@@ -286,9 +286,9 @@ def test_a_malformed_row_is_named_by_file_and_row(tiny_log, tmp_path):
     folder = _tables_dir(tiny_log, tmp_path)
     path = folder / "watches.csv"
     lines = path.read_text().splitlines()
-    lines[8] = lines[8].replace(lines[8].split(",")[2], "soon", 1)  # the time of data row 7
+    lines[8] = lines[8].replace(lines[8].split(",")[2], "soon", 1)  # the time of data row 7, line 9
     path.write_text("\n".join(lines) + "\n")
-    err = _fails(folder, tmp_path, r"watches\.csv.*column 'time', row 7: 'soon' is not a number")
+    err = _fails(folder, tmp_path, r"watches\.csv.*column 'time', line 9: 'soon' is not a number")
     assert err.path == str(path) and err.row == 7
     lines[8] = lines[8] + ",extra,fields"
     path.write_text("\n".join(lines) + "\n")

@@ -62,5 +62,6 @@ def test_csv_round_trip_and_malformed_file(tiny_log, tmp_path):
     fields[2] = "yesterday"  # the time column
     lines[3] = ",".join(fields)
     (tmp_path / "watches.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(SchemaError, match=r"table 'watches', column 'time', row 2: 'yesterday' is not a number"):
+    with pytest.raises(SchemaError, match=r"table 'watches' \(file .*watches\.csv\), column 'time', line 4: "
+                                         r"'yesterday' is not a number"):
         EventLog.read_csv(tmp_path)

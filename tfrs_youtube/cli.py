@@ -27,7 +27,12 @@ def _recommend(args) -> int:
                                    f"{sorted(model.signatures)})"}))
         return 2
     signature = model.signatures[args.signature]
-    text = sys.stdin.read() if args.request == "-" else open(args.request).read()
+    try:
+        text = sys.stdin.read() if args.request == "-" else open(args.request, encoding="utf-8").read()
+    except UnicodeDecodeError as err:
+        print(json.dumps({"error": f"request file {args.request}: not a text file (byte {err.start} is not "
+                                   f"UTF-8); expected a JSON request body"}))
+        return 2
     try:
         inputs, form = parse_request(text, signature)
         outputs = signature(**inputs)
@@ -55,9 +60,9 @@ def _demo(args) -> int:
     config.synthetic.seed = args.seed
     result = run_demo(config)
     if args.json:
-        from tfrs_youtube.files import write_text
+        from tfrs_youtube.files import finite_json, write_text
 
-        write_text(args.json, json.dumps(result["report"], indent=2, default=float))
+        write_text(args.json, json.dumps(finite_json(result["report"]), indent=2, default=float, allow_nan=False))
     return 0
 
 

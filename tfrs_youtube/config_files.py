@@ -37,8 +37,12 @@ def read_config_file(path: str) -> dict:
         raise ConfigError(f"{path}: a config file must end in {', '.join(SUFFIXES)}")
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist")
-    with open(path) as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (byte {err.start} is not UTF-8); expected a JSON or YAML "
+                          f"TrainConfig") from None
     try:
         if suffix == ".json":
             data = json.loads(text)
@@ -47,7 +51,7 @@ def read_config_file(path: str) -> dict:
 
             data = yaml.safe_load(text)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
+        raise ConfigError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from err
     except Exception as err:  # yaml.YAMLError; its message spans lines
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
     if data is None and suffix != ".json":
@@ -69,7 +73,10 @@ def config_from_dict(data: dict, where: str = "config") -> TrainConfig:
     if preset is not None and preset not in presets:
         raise ConfigError(f"{where}: unknown preset {preset!r} (known: {', '.join(presets)})")
     seed = data.get("seed", 0)
-    base = presets[preset](seed if isinstance(seed, int) else 0) if preset else TrainConfig()
+    try:
+        base = presets[preset](seed if isinstance(seed, int) else 0) if preset else TrainConfig()
+    except ValueError as err:  # e.g. a seed out of range
+        raise ConfigError(f"{where}: {err}") from err
     merged = _merge(TrainConfig, base.to_dict(), data, where, "")
     try:
         return TrainConfig.from_dict(merged)

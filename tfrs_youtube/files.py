@@ -8,6 +8,7 @@ failure removes the temporary path.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -74,3 +75,39 @@ def new_dir(target: str, replace: bool = False):
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str, what: str = "JSON"):
+    """A JSON file's value; a file that is not UTF-8 text or not valid JSON is a one-line
+    ValueError naming the file (and the line of a syntax error)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file (byte {err.start} is not UTF-8); expected {what}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}, column {err.colno}); "
+                         f"expected {what}") from None
+
+
+def finite_json(value):
+    """`value` with every NaN or infinite number as None, and numpy values as Python ones: what
+    `json.dumps(..., allow_nan=False)` accepts, since strict JSON has no NaN or Infinity (a
+    decile with no observed watch time has an infinite ratio: null says "not measured")."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {key: finite_json(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return finite_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -27,6 +27,18 @@ def _pad(rows: list, name: str, dtype: tf.DType):
     return [list(r) + [fill] * (width - len(r)) for r in rows]
 
 
+def _numbers(name: str, value, dtype: tf.DType) -> np.ndarray:
+    """The value as an array of `dtype`; a number too large for it (a 400-digit integer, 1e39 for
+    a float32) is refused by name rather than turned into infinity or an overflow."""
+    wide = np.asarray(value, dtype=np.float64)  # OverflowError for integers beyond float64
+    with np.errstate(over="ignore"):  # an overflow is refused just below, by name
+        array = wide.astype(dtype.as_numpy_dtype)
+    overflow = np.isfinite(wide) & ~np.isfinite(array)
+    if overflow.any():
+        raise RequestError(f"input {name!r}: {wide[overflow][0]:g} is out of range for {dtype.name}")
+    return array
+
+
 def _convert(name: str, value, spec: tf.TensorSpec) -> tf.Tensor:
     rank = spec.shape.rank
     if rank == 2 and isinstance(value, list):
@@ -38,9 +50,9 @@ def _convert(name: str, value, spec: tf.TensorSpec) -> tf.Tensor:
                 raise RequestError(f"input {name!r}: expected strings")
             tensor = tf.constant(array.astype(str) if array.size else np.zeros(array.shape, str), tf.string)
         else:
-            array = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
+            array = _numbers(name, value, spec.dtype)
             tensor = tf.constant(array, spec.dtype)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         if isinstance(err, RequestError):
             raise
         raise RequestError(f"input {name!r}: cannot convert to {spec.dtype.name}: {err}") from err
@@ -94,12 +106,16 @@ def parse_request(body: dict | str, signature) -> tuple[dict[str, tf.Tensor], st
     return tensors, form
 
 
+_decode = np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b), otypes=[object])
+
+
 def response_body(outputs: dict[str, tf.Tensor], form: str) -> dict:
     """TF Serving's response: {"predictions": [...]} for rows, {"outputs": {...}} for columns."""
     columns = {}
     for name, tensor in outputs.items():
         value = tensor.numpy()
-        columns[name] = value.astype(str).tolist() if value.dtype == object else value.tolist()
+        # Strings come back as UTF-8 bytes (numpy's astype(str) would decode them as ASCII).
+        columns[name] = _decode(value).tolist() if value.dtype == object else value.tolist()
     if form == "inputs":
         return {"outputs": columns}
     batch = len(next(iter(columns.values())))

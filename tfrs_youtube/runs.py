@@ -37,6 +37,7 @@ case.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import logging
 import os
@@ -45,9 +46,10 @@ import uuid
 
 import tensorflow as tf
 
+from tfrs_youtube import faults
 from tfrs_youtube.distributed import ClusterConfig, Distribution, lost_task_error
 from tfrs_youtube.export import library_versions
-from tfrs_youtube.files import replace_dir, write_text
+from tfrs_youtube.files import read_json, replace_dir, write_text
 from tfrs_youtube.inputs import dataset
 from tfrs_youtube.pipeline import ExampleSet, build_examples
 from tfrs_youtube.pipeline.example_set import is_example_set
@@ -94,16 +96,15 @@ def partial_dir(run_dir: str) -> str:
 
 
 def read_info(directory: str) -> dict:
-    with open(os.path.join(directory, "run.json")) as f:
-        return json.load(f)
+    return read_json(os.path.join(directory, "run.json"), "a training run's record")
 
 
 def read_config(directory: str) -> TrainConfig:
     from tfrs_youtube.config_files import config_from_dict
 
     # Through the file checker, so that a hand-edited config.json is checked key by key.
-    with open(os.path.join(directory, "config.json")) as f:
-        return config_from_dict(json.load(f), where=os.path.join(directory, "config.json"))
+    path = os.path.join(directory, "config.json")
+    return config_from_dict(read_json(path, "a TrainConfig"), where=path)
 
 
 def _write_json(path: str, value) -> None:
@@ -160,6 +161,9 @@ def _stage_callbacks(directory: str, stage: str, logdir: str | None) -> list:
                                                      # Deleted by us once the stage's checkpoint is
                                                      # written: Keras would delete it before that.
                                                      delete_checkpoint=False)]
+    if faults.enabled():  # after BackupAndRestore: a kill at an epoch's end finds that epoch saved
+        callbacks.append(tf.keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: faults.point(f"train:{stage}-epoch-{epoch + 1}")))
     if logdir:
         # Per-epoch scalars only: no graph (subclassed models) and no profiler.
         callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(logdir, stage), write_graph=False,
@@ -193,12 +197,27 @@ def train_run(config: TrainConfig, data_dir: str, run_dir: str, stage: str = "bo
     if stage not in ("candidate", "ranker", "both"):
         raise RunError(f"unknown stage {stage!r} (candidate, ranker or both)")
     run_dir = os.path.abspath(run_dir)
+    if run_dir.endswith(PARTIAL_SUFFIX):
+        raise RunError(f"--out {run_dir}: a run folder's name must not end in {PARTIAL_SUFFIX} (training writes "
+                       f"RUN_DIR{PARTIAL_SUFFIX} itself); to continue that interrupted run, pass --out "
+                       f"{run_dir[:-len(PARTIAL_SUFFIX)]} --resume")
     work = partial_dir(run_dir)
     stages = STAGES if stage == "both" else (stage,)
     data_dir = os.path.abspath(data_dir)
     if not os.path.isdir(data_dir):
         raise RunError(f"data directory {data_dir} does not exist")
+    for stale in glob.glob(glob.escape(work) + ".new-*"):  # a start killed before its rename
+        shutil.rmtree(stale, ignore_errors=True)
+    if os.path.isdir(work) and not _has_record(work):
+        # A partial folder without its config and run record (made by hand, or by a version that
+        # created the folder before writing them): nothing in it can be resumed, so start over.
+        say(f"{work} holds no run record (config.json, run.json): nothing to resume; starting afresh")
+        shutil.rmtree(work)
     resuming = resume and os.path.isdir(work)
+    if os.path.isdir(work) and not resume and not _resumable(work):
+        # Killed before anything worth keeping was saved (no examples built, no epoch): start over.
+        say(f"{work} holds nothing trained yet (an interrupted start): starting afresh")
+        shutil.rmtree(work)
     if os.path.isdir(work) and not resume:
         raise RunError(f"an interrupted run is at {work}: add --resume to continue it, or delete it")
     if resuming:
@@ -268,9 +287,11 @@ def _create_partial(work: str, run_dir: str, config: TrainConfig, data_dir: str)
             own = not is_example_set(data_dir)
             info = {"format": FORMAT, "data": data_dir, "own_examples": own,
                     "examples": None if own else data_dir, "stages": {}, "library_versions": library_versions()}
+        faults.point("train:partial-folder")  # the folder exists, without its record
         write_text(os.path.join(tmp, "config.json"), config.to_json())
         _write_json(os.path.join(tmp, "run.json"), info)
         os.rename(tmp, work)
+        faults.point("train:partial-created")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -309,6 +330,7 @@ def _train_stages(work: str, info: dict, config: TrainConfig, examples: ExampleS
     models = build_models(examples, config, strategy)
     if "candidate" in stages and "candidate" not in done:
         epoch = saved_epoch(os.path.join(work, "backup", "candidate"))
+        faults.point("train:before-candidate")
         say("training the candidate generator" + (f" (resuming after epoch {epoch})" if epoch else ""))
         figures = fit_candidate_generator(models, examples, config, verbose,
                                           callbacks=_stage_callbacks(work, "candidate", logdir))
@@ -322,11 +344,17 @@ def _train_stages(work: str, info: dict, config: TrainConfig, examples: ExampleS
     if "ranker" not in stages:
         return
     epoch = saved_epoch(os.path.join(work, "backup", "ranker"))
+    faults.point("train:before-ranker")
     say("training the ranker" + (f" (resuming after epoch {epoch})" if epoch else ""))
     figures = fit_ranker(models, examples, config, verbose, callbacks=_stage_callbacks(work, "ranker", logdir))
     _save_stage(work, "ranker", models)
     done["ranker"] = {"epochs": config.ranker_epochs, **figures, "resumed_after_epoch": epoch}
     _write_json(os.path.join(work, "run.json"), info)
+
+
+def _has_record(work: str) -> bool:
+    """Whether a partial run has what resuming reads first: its config and run record."""
+    return all(os.path.isfile(os.path.join(work, name)) for name in ("config.json", "run.json"))
 
 
 def _resumable(work: str) -> bool:
@@ -399,6 +427,11 @@ def load_run(run_dir: str, examples_path: str | None = None, say=print) -> Loade
     same examples (their fingerprint is checked).
     """
     run_dir = os.path.abspath(run_dir)
+    if run_dir.endswith(PARTIAL_SUFFIX):
+        finished = run_dir[:-len(PARTIAL_SUFFIX)]
+        raise RunError(f"{run_dir} is an interrupted training run, not a finished one: finish it with "
+                       f"`tfrs-youtube train --resume --out {finished}` (same --config and --data), then use "
+                       f"{finished}")
     if not os.path.isdir(run_dir):
         hint = f" (an interrupted run is at {partial_dir(run_dir)}: train --resume)" if os.path.isdir(
             partial_dir(run_dir)) else ""

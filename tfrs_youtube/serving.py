@@ -20,8 +20,13 @@ The last two are portable: stock TF Serving runs them. The ScaNN model's portabl
 partitioned index from `ServingConfig.ivf_min_corpus` videos up, exact search below.
 
 Every signature checks its request first and refuses, with an InvalidArgument naming the input,
-mismatched batch sizes, histories whose ages do not line up, and NaN, infinite or negative
-numbers; unknown ids are not errors (they embed to zero, as out-of-vocabulary ids do in training).
+mismatched batch sizes, histories whose ages do not line up, NaN, infinite or negative numbers and
+a `request_time` beyond the log's clock (2^53 s); unknown ids are not errors (they embed to zero,
+as out-of-vocabulary ids do in training).
+
+No ranked answer holds a video uploaded after the request's `request_time` (`_ranked`). `retrieve`
+takes no request time (the user tower reads none): it answers for now, from the catalog as it was
+at export, every video of which was uploaded by then.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.candidate import NORMALIZED_EXAMPLE_AGE, CandidateGenerator
+from tfrs_youtube.data.schema import MAX_TIME
+from tfrs_youtube.features.lookup import rows
 from tfrs_youtube.index import DIMENSIONS_PER_BLOCK, TRAINING_ITERATIONS, scann_settings, store_in_leaf_order
 from tfrs_youtube.ivf import PartitionedIndex, exact_top_k
 from tfrs_youtube.ranking import Ranker
@@ -105,6 +112,9 @@ def validate_request(request: dict[str, tf.Tensor], specs: dict[str, tf.TensorSp
             # NaN fails `x >= 0`; infinity fails `x < inf`.
             conditions.append(tf.reduce_all((x >= 0) & (x < np.inf))[None])
             messages.append(f"request input {name}: NaN, infinite or negative values")
+    if "request_time" in request:  # the event log's clock: whole seconds up to 2^53 (data.schema.MAX_TIME)
+        conditions.append(tf.reduce_all(request["request_time"] <= float(MAX_TIME))[None])
+        messages.append(f"request input request_time: beyond the clock's range (at most 2^53 = {MAX_TIME} s)")
     passed = tf.concat(conditions, axis=0)
     first_failure = tf.argmin(tf.cast(passed, tf.int32))
     check = tf.debugging.Assert(tf.reduce_all(passed), [tf.gather(tf.constant(messages), first_failure)])
@@ -321,19 +331,28 @@ class TwoStageRecommender(tf.Module):
         known of them: no upload time, topic or language to score them by) are never ranked above
         a real one and get an expected watch time of 0 (with `rank` they are kept, last; the full
         chain drops them).
+
+        A video uploaded after the request's `request_time` is never served: it is ranked last
+        like those, and its id comes back as "" (padding) with a retrieval score of 0, so neither
+        `serving_default` nor `rank` ever answers with a video from the request's future. The
+        index's top-N is searched over the whole catalog, so a request early in the catalog's
+        history may get fewer than K real videos (the rest "").
         """
         n = tf.shape(candidates)[1]
         index = self.embeddings.video.indices(candidates)
         logits = self.ranker(dict(encoded, video_id=index, retrieval_score=retrieval_scores))
         already = tf.reduce_any(tf.equal(candidates[:, :, None], request["watch_history"][:, None, :]), axis=-1)
-        excluded = already | tf.equal(index, 0)
+        upload_time = rows(self.embeddings.catalog.upload_time, index)
+        future = (index > 0) & (upload_time > tf.cast(request["request_time"], tf.float64)[:, None])
+        excluded = already | tf.equal(index, 0) | future
         logits = tf.where(excluded, tf.float32.min, logits)
         # An empty batch retrieves no columns: answer it with empty lists rather than fail.
         top_logits, top = tf.math.top_k(logits, k=tf.minimum(k, n))
+        top_future = tf.gather(future, top, batch_dims=1)
         return {
-            "video_ids": tf.gather(candidates, top, batch_dims=1),
+            "video_ids": tf.where(top_future, "", tf.gather(candidates, top, batch_dims=1)),
             "expected_watch_time_s": tf.where(tf.gather(excluded, top, batch_dims=1), 0.0, tf.exp(top_logits)),
-            "retrieval_scores": tf.gather(retrieval_scores, top, batch_dims=1),
+            "retrieval_scores": tf.where(top_future, 0.0, tf.gather(retrieval_scores, top, batch_dims=1)),
         }
 
     def _recommend(self, request):

@@ -63,9 +63,11 @@ class TrainConfig:
               "ranker": RankerConfig, "serving": ServingConfig}
 
     def __post_init__(self):
-        for name in ("candidate_epochs", "ranker_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("candidate_epochs", "ranker_epochs"):  # a stage not to train: --stage, not 0 epochs
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**31:  # numpy and TensorFlow seeds (with room for the derived ones)
+            raise ValueError(f"TrainConfig.seed must be in [0, 2^31), got {self.seed}")
         if self.batch_size < 1:
             raise ValueError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
 

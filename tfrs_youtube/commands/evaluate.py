@@ -51,7 +51,10 @@ def run(args) -> int:
         raise ValueError("give --run RUN_DIR (a trained run) or --data DIR (train and score candidate generation)")
     ks = _ks(args.ks)
     report = run_report(args, ks) if args.run else data_report(args, ks)
-    text = json.dumps(report, indent=2, default=lambda v: float(np.asarray(v)))
+    from tfrs_youtube.files import finite_json
+
+    # Strict JSON: a figure that could not be measured (NaN, infinite) is null.
+    text = json.dumps(finite_json(report), indent=2, default=lambda v: float(np.asarray(v)), allow_nan=False)
     if args.json:
         from tfrs_youtube.files import write_text
 

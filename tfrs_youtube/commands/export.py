@@ -42,7 +42,10 @@ def export_run(loaded, base_dir: str, name: str) -> dict[str, str]:
 
 
 def run(args) -> int:
+    from tfrs_youtube import faults
     from tfrs_youtube.runs import load_run
+
+    faults.point("export:start")  # TensorFlow and the package imported, nothing read or written
 
     loaded = load_run(args.run, args.examples, say=note)  # refuses a missing, partial or untrained run
     if not loaded.has_ranker:

@@ -38,8 +38,12 @@ def read_info(directory: str) -> dict:
     path = os.path.join(directory, INFO_FILE)
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    from tfrs_youtube.files import read_json
+
+    info = read_json(path, "the data set's description")
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object (the data set's description), got {type(info).__name__}")
+    return info
 
 
 def read_dataset(directory: str) -> EventLog:

@@ -53,6 +53,9 @@ SCHEMA: dict[str, dict[str, str]] = {
 TABLES = tuple(SCHEMA)
 # Times are whole seconds that a float64 (the serving request's `request_time`) holds exactly.
 MAX_TIME = 2**53
+# The largest number a float column may hold: examples store them as float32, where a larger
+# one would become infinite.
+MAX_FLOAT = float(np.finfo(np.float32).max)
 # Which tables' rows must point at a known user / video.
 _FOREIGN_KEYS = {
     "watches": (("user_id", "users"), ("video_id", "videos")),
@@ -60,6 +63,10 @@ _FOREIGN_KEYS = {
     "impressions": (("user_id", "users"), ("video_id", "videos")),
 }
 _PRIMARY_KEYS = {"users": "user_id", "videos": "video_id"}
+
+
+def is_csv(path: str | None) -> bool:
+    return bool(path) and path.endswith((".csv", ".csv.gz"))
 
 
 class SchemaError(ValueError):
@@ -71,7 +78,8 @@ class SchemaError(ValueError):
         if column is not None:
             where += f", column {column!r}"
         if row is not None:
-            where += f", row {row}"
+            # In a CSV file, the line a text editor shows: the header is line 1.
+            where += f", line {row + 2}" if is_csv(path) else f", row {row}"
         super().__init__(f"{where}: {problem}")
 
     def __reduce__(self):  # picklable, for pipeline workers
@@ -133,7 +141,10 @@ class EventLog:
                 frame = pd.read_csv(path, dtype={c: str for c in string_cols}, keep_default_na=False)
             except (pd.errors.ParserError, UnicodeDecodeError) as err:
                 raise SchemaError(table, None, None, f"cannot parse {path}: {err}") from err
-            tables[table] = _coerce(table, frame)
+            try:
+                tables[table] = _coerce(table, frame)
+            except SchemaError as err:
+                raise err.located(path) from None
         log = cls(**tables, name=name or os.path.basename(os.path.normpath(directory)))
         return log.validate()
 
@@ -198,6 +209,10 @@ def _check_column(table: str, column: str, kind: str, values: pd.Series) -> None
         if fractional.any():
             row = _first(fractional)
             raise SchemaError(table, column, row, f"time must be whole seconds, got {numbers[row]}")
+    if kind.startswith("float") and (np.abs(numbers) > MAX_FLOAT).any():
+        row = _first(np.abs(numbers) > MAX_FLOAT)
+        raise SchemaError(table, column, row, f"{numbers[row]:g} is out of range (at most {MAX_FLOAT:.3g}, a "
+                                              "float32)")
     if kind == "time" and (numbers > MAX_TIME).any():
         row = _first(numbers > MAX_TIME)
         raise SchemaError(table, column, row, f"time {array[row]} is beyond the clock's range (at most 2^53 s, "

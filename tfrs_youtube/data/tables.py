@@ -57,7 +57,8 @@ def _string_columns(table: str) -> list[str]:
 
 def read_chunks(table: str, path: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, pd.DataFrame]]:
     """(first row, chunk) of a table file, each chunk converted and validated; a problem raises
-    `SchemaError` naming the file and its row (0-based, header not counted)."""
+    `SchemaError` naming the file and its row (0-based, header not counted; its message says the
+    line of a CSV file)."""
     offset = 0
     try:
         for frame in _raw_chunks(table, path, chunk_rows):
@@ -71,7 +72,14 @@ def read_chunks(table: str, path: str, chunk_rows: int = CHUNK_ROWS) -> Iterator
             offset += len(frame)
     except SchemaError:
         raise
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as err:
+    except pd.errors.EmptyDataError as err:
+        columns = ",".join(SCHEMA[table])
+        raise SchemaError(table, None, None, f"the file is empty (expected at least its header line: {columns})",
+                          path) from err
+    except UnicodeDecodeError as err:
+        raise SchemaError(table, None, None, f"not a text file in UTF-8 (byte {err.start}: {err.reason})",
+                          path) from err
+    except (pd.errors.ParserError, OSError, ValueError) as err:
         raise SchemaError(table, None, None, f"cannot read it: {' '.join(str(err).split())}", path) from err
 
 

@@ -212,6 +212,11 @@ def plan_from_analysis(analysis: dict, config: ExampleConfig, seed: int, files: 
     errors = sorted(analysis["errors"], key=_sort_key)
     if errors:
         raise errors[0]
+    for table in ("users", "videos", "watches"):  # nothing to learn from without them
+        if not analysis["rows"][table]:
+            paths = files.get(table) or []
+            raise SchemaError(table, None, None, "no rows (the file holds only its header)" if len(paths) == 1
+                              else f"no rows in any of its {len(paths)} files", paths[0] if len(paths) == 1 else None)
     videos = analysis["videos"][0] if analysis["videos"] else pd.DataFrame(
         {"video_id": [], "upload_time": [], "language": [], "topic": [], "seq": []})
     duplicated = videos.sort_values("seq", kind="stable")["video_id"].duplicated()

@@ -24,7 +24,7 @@ from tfrs_youtube.inputs import dataset
 from tfrs_youtube.pipeline import build_examples
 from tfrs_youtube.training import TrainConfig, build_models, ranking_features
 
-FEATURES = ("time_since_topic_watch_s", "previous_impressions", "video_age_s", "video_language")
+FEATURES = ("time_since_topic_watch_s", "topic_watch_share", "previous_impressions", "video_age_s", "video_duration_s", "video_language")
 UNKNOWN = "no-such-video"
 
 SERVED = """

@@ -48,7 +48,8 @@ HIDDEN_LAYER_PRESETS = {
 }
 # The continuous features the ranker reads: derived per candidate from the request
 # (`features.context.CandidateFeatures`), and the user's own.
-IMPRESSION_CONTINUOUS = ("time_since_topic_watch_s", "previous_impressions", "video_age_s")
+IMPRESSION_CONTINUOUS = ("time_since_topic_watch_s", "topic_watch_share", "previous_impressions", "video_age_s",
+                         "video_duration_s")
 USER_CONTINUOUS = ("age",)
 # Paper 4.1: "it is also useful to propagate information from candidate generation into ranking
 # in the form of features": the candidate generator's score u·v of the impressed video.

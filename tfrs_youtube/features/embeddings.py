@@ -27,8 +27,8 @@ from tfrs_youtube.sampling import background_probabilities
 
 EMPTY_VOCABULARY_ENTRY = "\x00<empty vocabulary>"
 CATEGORICAL = ("country", "language", "gender", "device")
-CONTINUOUS = ("age", "example_age_s", "time_since_topic_watch_s", "previous_impressions", "video_age_s",
-              "retrieval_score")
+CONTINUOUS = ("age", "example_age_s", "time_since_topic_watch_s", "topic_watch_share", "previous_impressions", "video_age_s",
+              "video_duration_s", "retrieval_score")
 # Request inputs that hold video ids, and the one that holds search tokens.
 VIDEO_INPUTS = ("watch_history", "impression_history", "video_id", "candidate_ids")
 TOKEN_INPUTS = ("search_tokens",)
@@ -148,7 +148,8 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
     Args:
       vocabularies: "video", "token", "topic" and each categorical user field -> its entries in
         index order.
-      catalog: "catalog_topic", "catalog_language", "catalog_upload_time": arrays of V + 1.
+      catalog: "catalog_topic", "catalog_language", "catalog_upload_time" (and optionally
+        "catalog_duration"): arrays of V + 1.
       contract: the `RequestContract` of the examples and requests.
       config: an `EmbeddingConfig`.
       seed: initialiser seed.
@@ -185,7 +186,7 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
             for i, name in enumerate(self.user_fields)
         }
         self.catalog = VideoCatalog(catalog["catalog_topic"], catalog["catalog_language"],
-                                    catalog["catalog_upload_time"], name="catalog")
+                                    catalog["catalog_upload_time"], catalog.get("catalog_duration"), name="catalog")
         if self.catalog.num_rows != self.video.vocabulary_size + 1:
             raise ValueError(f"the catalog has {self.catalog.num_rows} rows for {self.video.vocabulary_size} videos")
         self.candidate_features = CandidateFeatures(self.catalog, self.contract, name="candidate_features")

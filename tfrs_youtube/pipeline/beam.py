@@ -121,6 +121,7 @@ def _analyse_file(element, extra_user_features: tuple[str, ...]):
                     "video_id": frame["video_id"].to_numpy(object), "upload_time": frame["upload_time"].to_numpy(np.int64),
                     "language": frame["language"].astype(str).to_numpy(object),
                     "topic": frame["topic"].astype(str).to_numpy(object),
+                    "duration_s": frame["duration_s"].to_numpy(np.float64),
                     "seq": (file_index << SEQ_FILE_SHIFT) + np.arange(offset, offset + len(frame))}))
             elif table == "searches":
                 part["values"]["token"] = set(frame["query"].str.split().explode().dropna())
@@ -218,7 +219,7 @@ def plan_from_analysis(analysis: dict, config: ExampleConfig, seed: int, files: 
             raise SchemaError(table, None, None, "no rows (the file holds only its header)" if len(paths) == 1
                               else f"no rows in any of its {len(paths)} files", paths[0] if len(paths) == 1 else None)
     videos = analysis["videos"][0] if analysis["videos"] else pd.DataFrame(
-        {"video_id": [], "upload_time": [], "language": [], "topic": [], "seq": []})
+        {"video_id": [], "upload_time": [], "language": [], "topic": [], "duration_s": [], "seq": []})
     duplicated = videos.sort_values("seq", kind="stable")["video_id"].duplicated()
     if duplicated.any():
         seq = int(videos.sort_values("seq", kind="stable")["seq"][duplicated].iloc[0])

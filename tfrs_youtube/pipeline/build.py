@@ -102,14 +102,15 @@ def build_examples(data, out: str, config: ExampleConfig | None = None, seed: in
 
 
 def _catalog(analysis: dict, vocabulary: list[str], vocabularies: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """Per video index (0: unknown), its topic and language indices and its upload time."""
+    """Per video index (0: unknown), its topic and language indices, upload time and duration."""
     import pandas as pd
 
     videos = analysis["videos"][0].set_index("video_id").loc[vocabulary]
     index = lambda name, values: np.r_[0, pd.Index(vocabularies[name]).get_indexer(values) + 1]  # noqa: E731
     return {"catalog_topic": index("topic", videos["topic"].to_numpy(object)).astype(np.int64),
             "catalog_language": index("language", videos["language"].to_numpy(object)).astype(np.int64),
-            "catalog_upload_time": np.r_[0, videos["upload_time"].to_numpy(np.int64)]}
+            "catalog_upload_time": np.r_[0, videos["upload_time"].to_numpy(np.int64)],
+            "catalog_duration": np.r_[0.0, videos["duration_s"].to_numpy(np.float64)]}
 
 
 def _write_folder(final: str, plan, analysis: dict, result: dict, source: dict, config: ExampleConfig, seed: int,

@@ -27,6 +27,7 @@ import numpy as np
 from tfrs_youtube import requests as request_tools
 from tfrs_youtube.data.schema import EventLog
 from tfrs_youtube.data.simulator import count_before
+from tfrs_youtube.reports import first_k_unwatched
 
 SYSTEMS = ("two_stage", "retrieval_only", "most_popular", "random", "candidate_oracle", "corpus_oracle")
 REQUEST_BATCH = 512
@@ -106,16 +107,6 @@ def _serve(fn, requests: dict[str, np.ndarray], output: str = "video_ids") -> np
     return np.concatenate(out)
 
 
-def _first_unwatched(ranked: np.ndarray, history: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the first k ids of `ranked` (a row per request, or one shared row) not in history."""
-    out = np.full((len(history), k), "", dtype=object)
-    for i, seen in enumerate(history):
-        row, seen = (ranked[i] if ranked.ndim == 2 else ranked), set(seen) - {""}
-        kept = [v for v in row if v and v not in seen][:k]
-        out[i, :len(kept)] = kept
-    return out
-
-
 def pages_of_systems(model, scorer: Scorer, requests: dict[str, np.ndarray], popular: np.ndarray,
                      corpus: np.ndarray, k: int, seed: int) -> dict[str, np.ndarray]:
     """Each system's page (video indices, -1 empty) per request; `model` is a loaded SavedModel,
@@ -128,9 +119,9 @@ def pages_of_systems(model, scorer: Scorer, requests: dict[str, np.ndarray], pop
     candidates = scorer.indices(retrieved)
     return {
         "two_stage": scorer.indices(served),
-        "retrieval_only": scorer.indices(_first_unwatched(retrieved, history, k)),
-        "most_popular": scorer.indices(_first_unwatched(popular[: k + history.shape[1]], history, k)),
-        "random": scorer.indices(_first_unwatched(shuffled, history, k)),
+        "retrieval_only": scorer.indices(first_k_unwatched(retrieved, history, k)),
+        "most_popular": scorer.indices(first_k_unwatched(popular[: k + history.shape[1]], history, k)),
+        "random": scorer.indices(first_k_unwatched(shuffled, history, k)),
         "candidate_oracle": scorer.best_of(candidates, k),
         "corpus_oracle": scorer.best_of_corpus(k),
     }
@@ -182,7 +173,7 @@ def run_online_experiment(simulator, log: EventLog, examples, model, k: int, num
 
 
 def check_model(model) -> None:
-    """The experiment needs a two-stage export (serving_default and retrieve)."""
+    """The experiment needs a two-stage export (a retrieval-only one has no ranker to judge)."""
     missing = {"serving_default", "retrieve", "rank"} - set(model.signatures)
     if missing:
         raise ValueError(f"the online experiment needs a two-stage SavedModel; this one lacks {sorted(missing)}")

@@ -111,7 +111,7 @@ def held_out_requests(examples: ExampleSet) -> tuple[dict[str, np.ndarray], dict
     return request_tools.from_examples(examples, records), records
 
 
-def _first_k_unwatched(ranked: np.ndarray, history: np.ndarray, k: int) -> np.ndarray:
+def first_k_unwatched(ranked: np.ndarray, history: np.ndarray, k: int) -> np.ndarray:
     """Per row, the first k ids of `ranked` (a row per user, or one shared row) not in the history."""
     out = np.empty((len(history), k), dtype=object)
     for i, seen in enumerate(history):
@@ -141,8 +141,8 @@ def two_stage_report(recommender, examples: ExampleSet) -> dict:
     vocabulary = np.asarray(examples.vocabulary("video"), dtype=object)
     popular = vocabulary[np.argsort(-examples.label_counts()[1:], kind="stable")][: k + history.shape[1]]
     lists = {"tfrs_youtube": served,
-             "retrieval_order": _first_k_unwatched(np.concatenate(retrieved), history, k),
-             "most_popular": _first_k_unwatched(popular, history, k)}
+             "retrieval_order": first_k_unwatched(np.concatenate(retrieved), history, k),
+             "most_popular": first_k_unwatched(popular, history, k)}
     names = np.r_[np.array([""], dtype=object), vocabulary]
     labels = names[records["video_id"]]
     futures = [(names[v], np.asarray(w, np.float64)) for v, w in zip(records["future_videos"],

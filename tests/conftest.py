@@ -92,3 +92,16 @@ def portable_model(request, exported_models, exported_ivf):
 @pytest.fixture(scope="session")
 def exported_model(exported_models):
     return exported_models["scann"]
+
+
+def log_folder(tiny_log, tmp_path, edit=None) -> Path:
+    """The event log written as table files under tmp_path/log, after `edit(tables)` if given
+    (tests of bad input damage a copy of the tables, never the shared log)."""
+    from tfrs_youtube.data.tables import write_tables
+
+    folder = tmp_path / "log"
+    tables = {name: table.copy() for name, table in tiny_log.tables().items()}
+    if edit:
+        edit(tables)
+    write_tables(tables, str(folder))
+    return folder

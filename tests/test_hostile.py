@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import log_folder
 from tfrs_youtube.data.schema import SchemaError
-from tfrs_youtube.data.tables import read_chunks, write_tables
+from tfrs_youtube.data.tables import read_chunks
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,19 +99,10 @@ def test_an_empty_table_file_says_so(tmp_path):
         list(read_chunks("watches", str(path)))
 
 
-def _log_dir(tiny_log, tmp_path, edit=None):
-    folder = tmp_path / "log"
-    tables = {name: table.copy() for name, table in tiny_log.tables().items()}
-    if edit:
-        edit(tables)
-    write_tables(tables, str(folder))
-    return folder
-
-
 def test_a_watches_table_with_only_its_header_is_named(tiny_log, tmp_path):
     from tfrs_youtube.pipeline import ExampleConfig, build_examples
 
-    folder = _log_dir(tiny_log, tmp_path, lambda tables: tables.update(watches=tables["watches"].iloc[:0]))
+    folder = log_folder(tiny_log, tmp_path, lambda tables: tables.update(watches=tables["watches"].iloc[:0]))
     with pytest.raises(SchemaError, match=r"table 'watches' \(file .*watches\.csv\): no rows \(the file holds only "
                                           r"its header\)"):
         build_examples(str(folder), str(tmp_path / "out"), ExampleConfig(), say=None)
@@ -120,7 +112,7 @@ def test_a_watches_table_with_only_its_header_is_named(tiny_log, tmp_path):
 def test_a_corrupt_dataset_json_is_named_with_its_line(tiny_log, tmp_path):
     from tfrs_youtube.data.directory import read_dataset
 
-    folder = _log_dir(tiny_log, tmp_path)
+    folder = log_folder(tiny_log, tmp_path)
     (folder / "dataset.json").write_text('{"name": "x",\n  "notes": }\n')
     with pytest.raises(ValueError, match=r"dataset\.json, line 2: not valid JSON"):
         read_dataset(str(folder))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import log_folder
 from tfrs_youtube.data.schema import EventLog, SchemaError
 from tfrs_youtube.data.tables import write_tables
 from tfrs_youtube.inputs import arrays, dataset
@@ -259,20 +260,11 @@ def test_same_log_same_shards_on_any_workers_and_any_file_layout(tiny_log, tmp_p
     assert _shard_bytes(one) == _shard_bytes(two)
     assert one.fingerprint() == two.fingerprint()
     assert one.vocabularies() == two.vocabularies()
-    for name in ("label_counts", "ranker_video_counts", "catalog_topic", "catalog_upload_time"):
+    for name in ("label_counts", "ranker_video_counts", "catalog_topic", "catalog_upload_time", "catalog_duration"):
         np.testing.assert_array_equal(one.statistics[name], two.statistics[name])
 
 
 # ---- bad input: one error naming the file and the field, and nothing written ----------------
-
-def _tables_dir(tiny_log, tmp_path, edit=None):
-    folder = tmp_path / "log"
-    tables = {name: table.copy() for name, table in tiny_log.tables().items()}
-    if edit:
-        edit(tables)
-    write_tables(tables, str(folder))
-    return folder
-
 
 def _fails(folder, tmp_path, match):
     out = tmp_path / "out"
@@ -283,7 +275,7 @@ def _fails(folder, tmp_path, match):
 
 
 def test_a_malformed_row_is_named_by_file_and_row(tiny_log, tmp_path):
-    folder = _tables_dir(tiny_log, tmp_path)
+    folder = log_folder(tiny_log, tmp_path)
     path = folder / "watches.csv"
     lines = path.read_text().splitlines()
     lines[8] = lines[8].replace(lines[8].split(",")[2], "soon", 1)  # the time of data row 7, line 9
@@ -299,21 +291,21 @@ def test_unknown_and_duplicate_ids_are_named(tiny_log, tmp_path):
     def unknown_video(tables):
         tables["impressions"].loc[5, "video_id"] = "v-nope"
 
-    err = _fails(_tables_dir(tiny_log, tmp_path, unknown_video), tmp_path, "unknown video_id 'v-nope'")
+    err = _fails(log_folder(tiny_log, tmp_path, unknown_video), tmp_path, "unknown video_id 'v-nope'")
     assert err.table == "impressions" and err.row == 5
 
     def unknown_user(tables):
         tables["users"] = tables["users"][tables["users"].user_id != tables["watches"].user_id.iloc[0]]
 
     shutil.rmtree(tmp_path / "log")
-    err = _fails(_tables_dir(tiny_log, tmp_path, unknown_user), tmp_path, "unknown user_id")
+    err = _fails(log_folder(tiny_log, tmp_path, unknown_user), tmp_path, "unknown user_id")
     assert err.column == "user_id" and err.path.endswith(".csv")
 
     def duplicate_video(tables):
         tables["videos"] = pd.concat([tables["videos"], tables["videos"].iloc[[3]]], ignore_index=True)
 
     shutil.rmtree(tmp_path / "log")
-    err = _fails(_tables_dir(tiny_log, tmp_path, duplicate_video), tmp_path, "duplicate id")
+    err = _fails(log_folder(tiny_log, tmp_path, duplicate_video), tmp_path, "duplicate id")
     assert err.table == "videos" and err.row == len(tiny_log.videos)
 
 

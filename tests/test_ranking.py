@@ -44,15 +44,20 @@ def test_presets_are_table_1():
         RankerConfig(negatives="some")
 
 
+@pytest.mark.parametrize("unit", [None, 6000.0])
 @pytest.mark.parametrize("negatives", ["every_impression", "unclicked"])
-def test_odds_converge_to_the_watch_time_the_loss_promises(examples, negatives):
+def test_odds_converge_to_the_watch_time_the_loss_promises(examples, negatives, unit):
     """A page of ten identical impressions, 3 clicked with 20, 40 and 90 s: exp(logit) must
     converge to their mean watch time 15 s (every impression a negative), or to 150 / 7 s (the
-    paper's loss, E[T] / (1 - P))."""
+    paper's loss, E[T] / (1 - P)), whatever the unit the loss is taken in (the training pages'
+    mean watch time per click, or a film's 6,000 s): the unit scales the problem, not its optimum."""
     # No dropping of history or video: the loss's optimum for these exact inputs is the question.
     config = _config(examples, hidden_layers=(), negatives=negatives, unknown_history_rate=0.0,
                      unknown_video_rate=0.0)
     models = build_models(examples, config)
+    assert float(models.ranker.log_watch_time_unit.numpy()) > np.log(10)  # the pages' mean, not 1 s
+    if unit is not None:
+        models.ranker.set_watch_time_unit(unit)
     page = {k: v[:1] for k, v in _pages(examples, models=models).items()}
     page["video_id"] = tf.fill([1, 10], page["video_id"][0, 0])
     page["impression_mask"] = tf.ones([1, 10], tf.bool)

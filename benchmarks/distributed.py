@@ -66,7 +66,7 @@ def _rss_gb(pid: int) -> float:
 def _score(candidate, examples) -> dict:
     import numpy as np
 
-    from tfrs_youtube.reports import retrieval_report
+    from tfrs_youtube import retrieval_report
 
     report = retrieval_report(candidate, examples, "test", KS, baselines=False)["tfrs_youtube"]
     users = examples.num_records("retrieval", "test")
@@ -76,7 +76,8 @@ def _score(candidate, examples) -> dict:
 
 
 def _fit(models, examples, config, steps: int) -> float:
-    from tfrs_youtube.training import _training_input, candidate_features, candidate_optimizer
+    from tfrs_youtube import candidate_features, candidate_optimizer
+    from tfrs_youtube.training import _training_input
 
     model = models.candidate
     model.topk = None  # training only: the streaming top-K metric is for validation
@@ -94,8 +95,7 @@ def _fit(models, examples, config, steps: int) -> float:
 def single(examples_dir: str, steps: int) -> dict:
     import tensorflow as tf
 
-    from tfrs_youtube.pipeline import ExampleSet
-    from tfrs_youtube.training import build_models
+    from tfrs_youtube import build_models, ExampleSet
 
     config = _config()
     examples = ExampleSet(examples_dir)
@@ -111,10 +111,11 @@ def cluster(examples_dir: str, steps: int, workers: int, ps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from tfrs_youtube.distributed import ClusterConfig, Distribution
-    from tfrs_youtube.pipeline import ExampleSet
+    from tfrs_youtube import ClusterConfig
+    from tfrs_youtube.distributed import Distribution
+    from tfrs_youtube import ExampleSet
     from tfrs_youtube.runs import _create_variables
-    from tfrs_youtube.training import build_models
+    from tfrs_youtube import build_models
 
     config = _config()
     examples = ExampleSet(examples_dir)

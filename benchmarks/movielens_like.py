@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from tfrs_youtube import generate_event_log, SyntheticConfig  # noqa: E402
 
 AGE_GROUPS = np.array([1, 18, 25, 35, 45, 50, 56])
 START = 956_703_932  # the first timestamp of MovieLens 1M
@@ -27,7 +27,7 @@ START = 956_703_932  # the first timestamp of MovieLens 1M
 def write_movielens_like(out: str, users: int, items: int, ratings: int, seed: int = 0) -> None:
     config = SyntheticConfig(num_users=users, num_videos=items, watches_per_user=ratings / users * 2.9,
                              impression_pages_per_user=2.0, days=1000.0, seed=seed)
-    log = generate(config)
+    log = generate_event_log(config)
     rng = np.random.default_rng(seed)
     os.makedirs(out, exist_ok=True)
     user_index = {u: i + 1 for i, u in enumerate(log.users.user_id)}

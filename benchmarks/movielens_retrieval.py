@@ -27,13 +27,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
-from tfrs_youtube import presets  # noqa: E402
-from tfrs_youtube.baselines import train_and_evaluate_two_tower  # noqa: E402
-from tfrs_youtube.evaluation import evaluate_popularity  # noqa: E402
-from tfrs_youtube.inputs import arrays  # noqa: E402
-from tfrs_youtube.reports import retrieval_report  # noqa: E402
-from tfrs_youtube.system import temporary_examples  # noqa: E402
-from tfrs_youtube.training import TrainConfig, train  # noqa: E402
+from tfrs_youtube import (  # noqa: E402
+    arrays, evaluate_popularity, presets, retrieval_report, temporary_examples, train,
+    train_and_evaluate_two_tower, TrainConfig,
+)
 
 KS = (10, 50, 100)
 REPORTED = ("HR@10", "NDCG@10", "HR@50", "HR@100")

@@ -34,12 +34,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
 import tensorflow as tf  # noqa: E402
 
-from tfrs_youtube import presets  # noqa: E402
-from tfrs_youtube.data.simulator import Simulator  # noqa: E402
-from tfrs_youtube.data.synthetic import SyntheticConfig  # noqa: E402
-from tfrs_youtube.export import export_with_warmup  # noqa: E402
-from tfrs_youtube.online import check_model, run_online_experiment  # noqa: E402
-from tfrs_youtube.system import temporary_examples, train_two_stage  # noqa: E402
+from tfrs_youtube import (  # noqa: E402
+    check_two_stage_export, export_with_warmup, presets, run_online_experiment, Simulator, SyntheticConfig,
+    temporary_examples, train_two_stage,
+)
 
 
 def main(argv=None) -> dict:
@@ -72,7 +70,7 @@ def main(argv=None) -> dict:
     try:
         paths = export_with_warmup(system.recommender, examples, export_dir, "online", portable=False)
         model = tf.saved_model.load(paths["scann"])
-        check_model(model)
+        check_two_stage_export(model)
         report = run_online_experiment(simulator, log, examples, model, args.k, args.requests, args.seed)
     finally:
         shutil.rmtree(export_dir, ignore_errors=True)

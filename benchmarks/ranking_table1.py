@@ -47,14 +47,11 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
-from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
-from tfrs_youtube.evaluation import (auc, calibration_by_group, calibration_deciles, max_calibration_error,  # noqa: E402
-                                     observed_watch_time, weighted_per_user_loss)
-from tfrs_youtube.pipeline import ExampleConfig  # noqa: E402
-from tfrs_youtube.ranking import HIDDEN_LAYER_PRESETS, RankerConfig  # noqa: E402
-from tfrs_youtube.reports import ranked_impressions  # noqa: E402
-from tfrs_youtube.system import temporary_examples  # noqa: E402
-from tfrs_youtube.training import TrainConfig, build_models, fit_ranker  # noqa: E402
+from tfrs_youtube import (  # noqa: E402
+    auc, build_models, calibration_by_group, calibration_deciles, ExampleConfig, fit_ranker,
+    generate_event_log, HIDDEN_LAYER_PRESETS, max_calibration_error, ranked_impressions, RankerConfig,
+    SyntheticConfig, temporary_examples, TrainConfig,
+)
 
 DEEPEST = "1024-512-256"
 
@@ -75,7 +72,7 @@ def held_out_data(seed: int, users: int, videos: int, holdout: float, calibratio
     """The examples of the synthetic log of `seed`, cut in time, and the config that cut them."""
     config = TrainConfig(seed=seed, examples=ExampleConfig(split="time", holdout_fraction=holdout,
                                                            calibration_fraction=calibration_fraction))
-    examples = temporary_examples(generate(SyntheticConfig(num_users=users, num_videos=videos, seed=seed)), config,
+    examples = temporary_examples(generate_event_log(SyntheticConfig(num_users=users, num_videos=videos, seed=seed)), config,
                                   say=None)
     sizes = {"train": examples.num_impressions("fit"), "calibration": examples.num_impressions("calibration"),
              "held_out": examples.num_impressions("test")}

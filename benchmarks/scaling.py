@@ -53,16 +53,15 @@ def _config(seed: int = 0):
 
 def write_log(out: str, users: int, videos: int, seed: int) -> dict:
     """A synthetic log as Parquet shards; its table sizes."""
-    from tfrs_youtube.data.directory import write_dataset
-    from tfrs_youtube.data.synthetic import SyntheticConfig, generate
+    from tfrs_youtube import generate_event_log, SyntheticConfig, write_dataset
 
-    log = generate(SyntheticConfig(num_users=users, num_videos=videos, seed=seed))
+    log = generate_event_log(SyntheticConfig(num_users=users, num_videos=videos, seed=seed))
     write_dataset(log, out, {"source": "synthetic"}, shards=TABLE_SHARDS, format="parquet")
     return {name: len(table) for name, table in log.tables().items()}
 
 
 def build(data: str, out: str, workers: int) -> dict:
-    from tfrs_youtube.pipeline import build_examples
+    from tfrs_youtube import build_examples
 
     config = _config()
     started = time.perf_counter()
@@ -93,9 +92,7 @@ class _StepTimer:
 def _compiled_candidate_generator(examples_dir: str, repeat: bool):
     """The trainer's candidate generator on these examples, compiled as the trainer compiles it,
     without the validation metric (what scales is training); with its training data."""
-    from tfrs_youtube.inputs import dataset
-    from tfrs_youtube.pipeline import ExampleSet
-    from tfrs_youtube.training import build_models, candidate_features, candidate_optimizer
+    from tfrs_youtube import build_models, candidate_features, candidate_optimizer, dataset, ExampleSet
 
     examples = ExampleSet(examples_dir)
     config = _config()

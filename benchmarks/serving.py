@@ -59,14 +59,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
 import tensorflow as tf  # noqa: E402
-from tfrs_youtube.data.synthetic import SyntheticConfig, generate  # noqa: E402
-from tfrs_youtube.export import export_two_stage, read_metadata  # noqa: E402
-from tfrs_youtube.ivf import exact_top_k  # noqa: E402
-from tfrs_youtube.reports import item_vectors, held_out_requests  # noqa: E402
-from tfrs_youtube.requests import as_tensors, take  # noqa: E402
-from tfrs_youtube.serving import ServingConfig, TwoStageRecommender  # noqa: E402
-from tfrs_youtube.system import train_two_stage  # noqa: E402
-from tfrs_youtube.training import TrainConfig  # noqa: E402
+from tfrs_youtube import (  # noqa: E402
+    as_tensors, exact_top_k, export_two_stage, generate_event_log, held_out_requests, item_vectors,
+    read_metadata, ServingConfig, SyntheticConfig, take_requests, train_two_stage, TrainConfig,
+    TwoStageRecommender,
+)
 
 NUM_CANDIDATES, K = 300, 25
 
@@ -79,7 +76,7 @@ def rss_mb() -> float:
 
 def train_system(dim: int, seed: int, num_videos: int = 10_000):
     # A log of many videos needs many users for most of them to be watched at all.
-    log = generate(SyntheticConfig(num_users=max(3000, num_videos // 20), num_videos=num_videos, seed=seed))
+    log = generate_event_log(SyntheticConfig(num_users=max(3000, num_videos // 20), num_videos=num_videos, seed=seed))
     config = TrainConfig(candidate_epochs=2, ranker_epochs=1, seed=seed)
     config.examples.split = "time"
     config.embeddings.video_dim = config.embeddings.token_dim = dim
@@ -112,8 +109,8 @@ def requests_of(system, n: int) -> tuple[list[dict[str, tf.Tensor]], dict[str, t
     total = len(requests["request_time"])
     if total < n + 20:
         raise ValueError(f"{total} test users: --users {n} leaves fewer than 20 to tune the index on")
-    one_by_one = [as_tensors(take(requests, slice(i, i + 1))) for i in range(n)]
-    return one_by_one, as_tensors(take(requests, slice(n, n + CALIBRATION_USERS)))
+    one_by_one = [as_tensors(take_requests(requests, slice(i, i + 1))) for i in range(n)]
+    return one_by_one, as_tensors(take_requests(requests, slice(n, n + CALIBRATION_USERS)))
 
 
 def timed(fn, requests, repeats: int) -> tuple[float, float]:

@@ -17,10 +17,7 @@ import numpy as np
 import pandas as pd
 
 import tfrs_youtube  # noqa: F401  (first: selects Keras 2)
-from tfrs_youtube.data.schema import SCHEMA, EventLog, SchemaError
-from tfrs_youtube.requests import as_tensors, at
-from tfrs_youtube.system import train_two_stage
-from tfrs_youtube.training import TrainConfig
+from tfrs_youtube import as_tensors, EventLog, requests_at, SCHEMA, SchemaError, train_two_stage, TrainConfig
 
 SMALL = os.environ.get("TFRS_YOUTUBE_EXAMPLE_SIZE") == "small"
 DAY = 86_400
@@ -101,7 +98,7 @@ print("held-out impressions, AUC:", {name: round(system.report["ranking"][name][
 #    example at that moment would (the same selection of watches, searches and impressions).
 now = int(log.watches["time"].max()) + 1
 user = 0
-request = at(log, [log.users["user_id"][user]], [now], system.examples.contract, system.examples.user_fields)
+request = requests_at(log, [log.users["user_id"][user]], [now], system.examples.contract, system.examples.user_fields)
 top = system.recommender.recommend(as_tensors(request))
 topic = dict(zip(log.videos["video_id"], log.videos["topic"]))
 history = [topic[v] for v in request["watch_history"][0] if v]

@@ -18,13 +18,10 @@ import numpy as np
 
 import tfrs_youtube  # noqa: F401  (first: selects Keras 2)
 import tensorflow as tf
-from tfrs_youtube import presets
-from tfrs_youtube.data.synthetic import SyntheticConfig, generate
-from tfrs_youtube.export import export_with_warmup, read_metadata
-from tfrs_youtube.reports import held_out_requests
-from tfrs_youtube.requests import rest_body, take
-from tfrs_youtube.rest import parse_request, response_body
-from tfrs_youtube.system import train_two_stage
+from tfrs_youtube import (
+    export_with_warmup, generate_event_log, held_out_requests, parse_rest_request, presets, read_metadata,
+    rest_body, rest_response_body, SyntheticConfig, take_requests, train_two_stage,
+)
 
 SMALL = os.environ.get("TFRS_YOUTUBE_EXAMPLE_SIZE") == "small"
 
@@ -34,7 +31,7 @@ args = parser.parse_args()
 out = args.out or tempfile.mkdtemp(prefix="tfrs-youtube-example-")
 
 # 1. Train both stages on a small synthetic log (the demo's settings, fewer epochs).
-log = generate(SyntheticConfig.tiny(seed=0) if SMALL else SyntheticConfig(num_users=1000, num_videos=1000, seed=0))
+log = generate_event_log(SyntheticConfig.tiny(seed=0) if SMALL else SyntheticConfig(num_users=1000, num_videos=1000, seed=0))
 config = presets.synthetic_demo(seed=0)
 config.candidate_epochs = config.ranker_epochs = 1 if SMALL else 3
 config.serving.num_candidates = 100  # ScaNN's top-N handed to the ranker
@@ -52,7 +49,7 @@ print("index:", json.dumps(read_metadata(paths["scann"])["index"]))
 #    ScaNN's ops registered first (`import scann`), as a TF Serving build with ScaNN has them.
 model = tf.saved_model.load(paths["portable"])
 held_out, records = held_out_requests(system.examples)  # each test user's request, as of their held-out moment
-requests = take(held_out, slice(0, 2))  # raw strings and numbers, as a client sends them
+requests = take_requests(held_out, slice(0, 2))  # raw strings and numbers, as a client sends them
 print("signatures:", sorted(model.signatures))
 serve = model.signatures["serving_default"]
 inputs = {name: tf.constant(requests[name], spec.dtype)
@@ -76,8 +73,8 @@ body = rest_body(requests, np.arange(1))
 with open(os.path.join(out, "request.json"), "w") as f:
     json.dump(body, f)
 print("\nREST body:", json.dumps(body)[:600], "...")
-parsed, form = parse_request(body, serve)  # what `tfrs-youtube recommend` does with a body
-print("REST answer:", json.dumps(response_body(serve(**parsed), form))[:300], "...")
+parsed, form = parse_rest_request(body, serve)  # what `tfrs-youtube recommend` does with a body
+print("REST answer:", json.dumps(rest_response_body(serve(**parsed), form))[:300], "...")
 print(f"\ncurl -d @{out}/request.json http://localhost:8501/v1/models/example:predict   # TF Serving, with "
       f"docker run -p 8501:8501 -v {os.path.dirname(paths['portable'])}:/models/example "
       "-e MODEL_NAME=example tensorflow/serving")

@@ -20,10 +20,7 @@ import tempfile
 from pathlib import Path
 
 import tfrs_youtube  # noqa: F401  (first: selects Keras 2)
-from tfrs_youtube import presets
-from tfrs_youtube.pipeline import build_examples
-from tfrs_youtube.reports import retrieval_report
-from tfrs_youtube.training import build_models, fit_candidate_generator
+from tfrs_youtube import build_examples, build_models, fit_candidate_generator, presets, retrieval_report
 
 SMALL = os.environ.get("TFRS_YOUTUBE_EXAMPLE_SIZE") == "small"
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "ml-100k-mini"

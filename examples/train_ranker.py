@@ -16,12 +16,10 @@ import os
 import tempfile
 
 import tfrs_youtube  # noqa: F401  (first: selects Keras 2)
-from tfrs_youtube.data.synthetic import SyntheticConfig, generate
-from tfrs_youtube.inputs import arrays
-from tfrs_youtube.pipeline import ExampleConfig, build_examples
-from tfrs_youtube.ranking import RankerConfig
-from tfrs_youtube.reports import ranking_report
-from tfrs_youtube.training import TrainConfig, build_models, fit_ranker
+from tfrs_youtube import (
+    arrays, build_examples, build_models, ExampleConfig, fit_ranker, generate_event_log, RankerConfig,
+    ranking_report, SyntheticConfig, TrainConfig,
+)
 
 SMALL = os.environ.get("TFRS_YOUTUBE_EXAMPLE_SIZE") == "small"
 
@@ -34,7 +32,7 @@ config = TrainConfig(seed=0, examples=ExampleConfig(split="time", holdout_fracti
                                                     calibration_fraction=0.2 / (1 - 0.2)),
                      ranker=RankerConfig(hidden_layers=(256, 128), weighted=True, fine_tune_embeddings=True),
                      ranker_epochs=1 if SMALL else 3)
-log = generate(SyntheticConfig.tiny(seed=0) if SMALL else SyntheticConfig(num_users=5000, seed=0))
+log = generate_event_log(SyntheticConfig.tiny(seed=0) if SMALL else SyntheticConfig(num_users=5000, seed=0))
 
 # 2. The examples (the Beam pipeline): one record per page, one user's impressions at one
 #    request, with the user's context as of that request.

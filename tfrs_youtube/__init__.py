@@ -119,7 +119,23 @@ _PUBLIC = {
     "calibration_deciles": ("evaluation", "calibration_deciles"),
     "max_calibration_error": ("evaluation", "max_calibration_error"),
     "run_online_experiment": ("online", "run_online_experiment"),
+    "check_two_stage_export": ("online", "check_model"),
     "format_online": ("demo", "format_online"),
+    "evaluate_retrieval": ("evaluation", "evaluate_retrieval"),
+    "evaluate_popularity": ("evaluation", "evaluate_popularity"),
+    "calibration_by_group": ("evaluation", "calibration_by_group"),
+    "ranked_impressions": ("reports", "ranked_impressions"),
+    "exact_top_k": ("ivf", "exact_top_k"),
+    "TwoTowerBaseline": ("baselines", "TwoTowerBaseline"),
+    "train_and_evaluate_two_tower": ("baselines", "train_and_evaluate_two_tower"),
+    # Odds and ends the examples and benchmarks use.
+    "SCHEMA": ("data.schema", "SCHEMA"),
+    "HIDDEN_LAYER_PRESETS": ("ranking", "HIDDEN_LAYER_PRESETS"),
+    "IMPRESSION_CONTINUOUS": ("ranking", "IMPRESSION_CONTINUOUS"),
+    "temporary_examples": ("system", "temporary_examples"),
+    "requests_at": ("requests", "at"),
+    "parse_rest_request": ("rest", "parse_request"),
+    "rest_response_body": ("rest", "response_body"),
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

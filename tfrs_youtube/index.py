@@ -23,9 +23,7 @@ def scann_settings(num_items: int, num_neighbors: int, num_leaves: int | None = 
     the quantised search re-scored exactly. Each value can be overridden.
 
     Re-scoring is cheap and the quantised scores are what loses recall, so the search is narrow and
-    the reordering wide. Measured at 1M videos, d = 64, top-300 (ScaNN alone, batch 1): 20 of
-    1,000 leaves and 1,000 re-scored find 97.9% of the exact top-100 in 0.19 ms; 40 leaves and 600
-    re-scored found 96.5% in 0.25 ms; 20 leaves and 600 re-scored, 96.0% in 0.16 ms.
+    the reordering wide (the measurements behind these defaults: docs/serving_latency.md).
     """
     leaves = num_leaves or max(2, int(round(math.sqrt(num_items))))
     to_search = leaves_to_search or min(leaves, max(8, math.ceil(leaves / 50),

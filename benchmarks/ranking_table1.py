@@ -49,8 +49,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tfrs_youtube  # noqa: E402,F401  (Keras 2 first)
 from tfrs_youtube import (  # noqa: E402
     auc, build_models, calibration_by_group, calibration_deciles, ExampleConfig, fit_ranker,
-    generate_event_log, HIDDEN_LAYER_PRESETS, max_calibration_error, ranked_impressions, RankerConfig,
-    SyntheticConfig, temporary_examples, TrainConfig,
+    generate_event_log, HIDDEN_LAYER_PRESETS, max_calibration_error, observed_watch_time, ranked_impressions,
+    RankerConfig, SyntheticConfig, temporary_examples, TrainConfig, weighted_per_user_loss,
 )
 
 DEEPEST = "1024-512-256"

@@ -140,12 +140,12 @@ def test_data_movielens_writes_a_log_with_its_notes(source, tmp_path, capsys):
 
 
 def test_data_movielens_without_network_is_one_clear_line(tmp_path, monkeypatch, capsys):
-    from tfrs_youtube.data import movielens
+    from tfrs_youtube.data import movielens_download
 
     def offline(url, destination):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(movielens, "_fetch", offline)
+    monkeypatch.setattr(movielens_download, "_fetch", offline)
     out = tmp_path / "ml"
     assert cli("data", "movielens", "--variant", "1m", "--download-dir", tmp_path / "dl", "--out", out) == 1
     err = capsys.readouterr().err.strip().splitlines()

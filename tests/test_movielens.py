@@ -13,16 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tfrs_youtube.data import movielens
-from tfrs_youtube.data.movielens import (
-    ArchiveError,
-    MovieLensFormatError,
-    download_movielens,
-    load_100k,
-    load_1m,
-    load_movielens,
-    verify_archive,
-)
+from tfrs_youtube.data import movielens_download
+from tfrs_youtube.data.movielens import load_1m, load_100k, load_movielens
+from tfrs_youtube.data.movielens_download import ArchiveError, download_movielens, verify_archive
+from tfrs_youtube.data.movielens_files import MovieLensFormatError
 from tfrs_youtube.data.schema import TABLES
 
 from conftest import MOVIELENS_FIXTURES as FIXTURES  # noqa: E402  (laid out from *.fixture)
@@ -203,12 +197,12 @@ def _build_zip(path: Path, name: str, source: Path, extra: dict[str, bytes] | No
 def _pin(monkeypatch, name: str, zip_path: Path) -> None:
     """Pins the checksum of a locally built zip in place of the official one."""
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
-    pinned = dataclasses.replace(movielens.ARCHIVES[name], sha256=digest)
-    monkeypatch.setitem(movielens.ARCHIVES, name, pinned)
+    pinned = dataclasses.replace(movielens_download.ARCHIVES[name], sha256=digest)
+    monkeypatch.setitem(movielens_download.ARCHIVES, name, pinned)
 
 
 def test_official_checksums_are_pinned():
-    for archive in movielens.ARCHIVES.values():
+    for archive in movielens_download.ARCHIVES.values():
         assert len(archive.sha256) == 64 and int(archive.sha256, 16) >= 0
         assert archive.url.startswith("https://files.grouplens.org/datasets/movielens/")
 
@@ -258,11 +252,11 @@ def test_download_verifies_extracts_and_is_idempotent(tmp_path, monkeypatch):
         fetched.append(url)
         shutil.copyfile(served, destination)
 
-    monkeypatch.setattr(movielens, "_fetch", fake_fetch)
+    monkeypatch.setattr(movielens_download, "_fetch", fake_fetch)
     target = tmp_path / "data"
     folder = download_movielens("ml-1m", target)
     assert folder == target / "ml-1m"
-    assert fetched == [movielens.ARCHIVES["ml-1m"].url]
+    assert fetched == [movielens_download.ARCHIVES["ml-1m"].url]
     assert load_movielens(folder).name == "ml-1m"
     # Only the dataset's own folder is extracted, nothing outside the target.
     assert sorted(p.name for p in target.iterdir()) == ["ml-1m", "ml-1m.zip"]
@@ -271,7 +265,7 @@ def test_download_verifies_extracts_and_is_idempotent(tmp_path, monkeypatch):
 
 
 def test_download_deletes_a_zip_that_fails_verification(tmp_path, monkeypatch):
-    monkeypatch.setattr(movielens, "_fetch", lambda url, dest: Path(dest).write_bytes(b"truncated"))
+    monkeypatch.setattr(movielens_download, "_fetch", lambda url, dest: Path(dest).write_bytes(b"truncated"))
     with pytest.raises(ArchiveError, match="SHA-256"):
         download_movielens("ml-100k", tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -280,7 +274,7 @@ def test_download_deletes_a_zip_that_fails_verification(tmp_path, monkeypatch):
 def test_download_uses_a_zip_placed_by_hand_without_fetching(tmp_path, monkeypatch):
     placed = _build_zip(tmp_path / "ml-100k.zip", "ml-100k", MINI_100K)
     _pin(monkeypatch, "ml-100k", placed)
-    monkeypatch.setattr(movielens, "_fetch", lambda url, dest: pytest.fail("must not download"))
+    monkeypatch.setattr(movielens_download, "_fetch", lambda url, dest: pytest.fail("must not download"))
     folder = download_movielens("ml-100k", tmp_path)
     assert load_movielens(folder).users.equals(load_movielens(MINI_100K).users)
 
@@ -289,7 +283,7 @@ def test_offline_download_says_where_to_put_the_zip(tmp_path, monkeypatch):
     def offline(url, destination):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(movielens, "_fetch", offline)
+    monkeypatch.setattr(movielens_download, "_fetch", offline)
     with pytest.raises(OSError, match=r"put it at .*ml-100k\.zip"):
         download_movielens("ml-100k", tmp_path)
 

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from tfrs_youtube.data import simulator as simulator_module
-from tfrs_youtube.data.simulator import PageResponse, Simulator, count_before
+from tfrs_youtube.data.event_counts import count_before
+from tfrs_youtube.data.simulator import PageResponse, Simulator
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate
 
 DIGESTS = os.path.join(os.path.dirname(__file__), "fixtures", "synthetic_digests.json")

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from tfrs_youtube.data.schema import SCHEMA, TABLES, validate
-from tfrs_youtube.data.simulator import _VideoSampler
+from tfrs_youtube.data.simulated_log import _VideoSampler
 from tfrs_youtube.data.synthetic import (
     COUNTRIES,
     TOPICS,

@@ -52,7 +52,7 @@ _PUBLIC = {
     "read_dataset": ("data.directory", "read_dataset"),
     "write_dataset": ("data.directory", "write_dataset"),
     "load_movielens": ("data.movielens", "load_movielens"),
-    "download_movielens": ("data.movielens", "download_movielens"),
+    "download_movielens": ("data.movielens_download", "download_movielens"),
     "derive_impressions": ("data.impressions", "derive_impressions"),
     "SyntheticConfig": ("data.synthetic", "SyntheticConfig"),
     "generate_event_log": ("data.synthetic", "generate"),

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from tfrs_youtube import requests as request_tools
+from tfrs_youtube.data.event_counts import count_before
 from tfrs_youtube.data.schema import EventLog
-from tfrs_youtube.data.simulator import count_before
 from tfrs_youtube.reports import first_k_unwatched
 
 SYSTEMS = ("two_stage", "retrieval_only", "most_popular", "random", "candidate_oracle", "corpus_oracle")

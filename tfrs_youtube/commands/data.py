@@ -86,7 +86,7 @@ def synthesize(args) -> int:
 
 
 def convert_movielens(args) -> int:
-    from tfrs_youtube.data import movielens
+    from tfrs_youtube.data import movielens, movielens_download
     from tfrs_youtube.data.directory import say_notes, write_dataset
 
     name = VARIANTS[args.variant]
@@ -96,8 +96,8 @@ def convert_movielens(args) -> int:
         raise ValueError(f"--impressions-per-watch must be >= 0, got {args.impressions_per_watch}")
     path = args.path
     if path is None:
-        note(f"downloading and verifying {movielens.ARCHIVES[name].url} into {args.download_dir}")
-        path = str(movielens.download_movielens(name, args.download_dir))
+        note(f"downloading and verifying {movielens_download.ARCHIVES[name].url} into {args.download_dir}")
+        path = str(movielens_download.download_movielens(name, args.download_dir))
     elif not os.path.isdir(path):
         raise FileNotFoundError(f"MovieLens directory {path} does not exist")
     load = movielens.load_100k if args.variant == "100k" else movielens.load_1m

@@ -1,10 +1,10 @@
 """The synthetic service's settings and vocabulary: `SyntheticConfig`, countries, languages, topics.
 
 `generate(config)` writes the seeded event log of a YouTube-like service; the simulator itself
-(users, videos, the user model that answers pages, and the log writer) is
-`tfrs_youtube.data.simulator.Simulator`, whose module docstring lists the properties it plants
-(heavy-tailed popularity, few topics per user, languages, search tokens, freshness, clicks and
-watch times). The same config gives the same tables.
+(users, videos and the user model that answers pages) is `tfrs_youtube.data.simulator.Simulator`,
+and its log writer is `tfrs_youtube.data.simulated_log`. Their module docstrings list the
+properties they plant (heavy-tailed popularity, few topics per user, languages, search tokens,
+freshness, clicks and watch times). The same config gives the same tables.
 """
 
 from __future__ import annotations

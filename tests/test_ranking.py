@@ -10,9 +10,9 @@ from tfrs_youtube.evaluation import calibration_deciles, max_calibration_error, 
 from tfrs_youtube.inputs import dataset
 from tfrs_youtube.metrics import WeightedPerUserLoss
 from tfrs_youtube.pipeline import ExampleConfig, build_examples
-from tfrs_youtube.ranking import HIDDEN_LAYER_PRESETS, Ranker, RankerConfig, preset_name
+from tfrs_youtube.ranking import HIDDEN_LAYER_PRESETS, Ranker, RankerConfig, preset_name, ranking_features
 from tfrs_youtube.reports import ranked_impressions
-from tfrs_youtube.training import TrainConfig, build_models, fit_ranker, ranking_features
+from tfrs_youtube.training import TrainConfig, build_models, fit_ranker
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
 from tfrs_youtube.inputs import arrays, dataset
 from tfrs_youtube.sampling import (NegativeSampler, alias_table, background_probabilities, expected_count,
                                    expected_in_batch, uniform_probabilities)
-from tfrs_youtube.training import build_models, candidate_features
+from tfrs_youtube.candidate import candidate_features
+from tfrs_youtube.training import build_models
 
 
 def test_expected_count_by_hand():

@@ -258,3 +258,9 @@ class CandidateGenerator(tfrs.Model):
             candidate_ids=candidate_index,
             compute_metrics=False,
         )
+
+
+def candidate_features(embeddings: FeatureEmbeddings) -> tuple[str, ...]:
+    """What the candidate generator reads of a retrieval example, in training and validation:
+    the user tower's inputs (the user fields the embeddings hold) and the label."""
+    return ("watch_history", "search_tokens", *embeddings.user_fields, "age", "example_age_s", "video_id")

@@ -56,6 +56,17 @@ USER_CONTINUOUS = ("age",)
 RETRIEVAL_SCORE = "retrieval_score"
 
 
+# What the ranker reads of a page (with the user fields the embeddings hold): the request, the
+# page's videos and, to learn from, its clicks and watch times.
+RANKING_FEATURES = ("watch_history", "watch_ages_s", "search_tokens", "impression_history", "impression_ages_s",
+                    "age", "request_time", "video_id", "clicked", "watch_time_s", "impression_mask")
+
+
+def ranking_features(embeddings: FeatureEmbeddings) -> tuple[str, ...]:
+    """What the ranker reads of a page."""
+    return RANKING_FEATURES + tuple(embeddings.user_fields)
+
+
 NEGATIVES = ("every_impression", "unclicked")
 
 

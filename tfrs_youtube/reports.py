@@ -39,7 +39,7 @@ def item_vectors(candidate) -> np.ndarray:
 
 
 def user_vectors(candidate, examples: ExampleSet, split: str) -> np.ndarray:
-    from tfrs_youtube.training import candidate_features
+    from tfrs_youtube.candidate import candidate_features
 
     names = [n for n in candidate_features(candidate.embeddings) if n != "video_id"]
     return np.concatenate([candidate.user_tower(batch).numpy() for batch in

@@ -26,14 +26,14 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator
+from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator, candidate_features
 from tfrs_youtube.distributed import is_parameter_server, training_input
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
 from tfrs_youtube.inputs import dataset
 from tfrs_youtube.optimizers import model_optimizer
 from tfrs_youtube.pipeline.config import ExampleConfig
 from tfrs_youtube.pipeline.example_set import ExampleSet, ExamplesError
-from tfrs_youtube.ranking import IMPRESSION_CONTINUOUS, RETRIEVAL_SCORE, Ranker, RankerConfig
+from tfrs_youtube.ranking import IMPRESSION_CONTINUOUS, RETRIEVAL_SCORE, Ranker, RankerConfig, ranking_features
 from tfrs_youtube.serving import ServingConfig
 
 # Examples read to adapt the quantile normalisers (each feature's CDF): enough for 100 quantiles
@@ -107,20 +107,6 @@ class Models:
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
-
-
-def candidate_features(embeddings: FeatureEmbeddings) -> tuple[str, ...]:
-    """What the candidate generator's training and validation read of a retrieval example."""
-    return ("watch_history", "search_tokens", *embeddings.user_fields, "age", "example_age_s", "video_id")
-
-
-RANKING_FEATURES = ("watch_history", "watch_ages_s", "search_tokens", "impression_history", "impression_ages_s",
-                    "age", "request_time", "video_id", "clicked", "watch_time_s", "impression_mask")
-
-
-def ranking_features(embeddings: FeatureEmbeddings) -> tuple[str, ...]:
-    """What the ranker reads of a page."""
-    return RANKING_FEATURES + tuple(embeddings.user_fields)
 
 
 def pages_per_batch(examples: ExampleSet, batch_size: int) -> int:

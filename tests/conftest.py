@@ -94,6 +94,25 @@ def exported_model(exported_models):
     return exported_models["scann"]
 
 
+@pytest.fixture(scope="module")
+def loaded_models(exported_models):
+    """{"scann": model, "portable": model}: the tiny system's export, loaded in this process."""
+    import scann  # noqa: F401  (ScaNN's ops)
+    import tensorflow as tf
+
+    return {variant: tf.saved_model.load(path) for variant, path in exported_models.items()}
+
+
+@pytest.fixture(scope="module")
+def first_request(tiny_system):
+    """The first two held-out requests of the tiny system's examples."""
+    from tfrs_youtube.reports import held_out_requests
+    from tfrs_youtube.requests import take
+
+    requests, _ = held_out_requests(tiny_system.examples)
+    return take(requests, slice(0, 2))
+
+
 def log_folder(tiny_log, tmp_path, edit=None) -> Path:
     """The event log written as table files under tmp_path/log, after `edit(tables)` if given
     (tests of bad input damage a copy of the tables, never the shared log)."""

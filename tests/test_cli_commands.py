@@ -1,5 +1,6 @@
-"""The command line of a whole workflow: data -> train -> evaluate -> export, resumption after an
-interruption, TensorBoard logs, and one clear line (and no partial output) for bad input.
+"""The command line of a whole workflow: data -> train -> evaluate -> export, `evaluate --data` on
+a MovieLens folder, resumption after an interruption, TensorBoard logs, and one clear line (and no
+partial output) for bad input.
 
 Most commands run in this process through `cli.main` (TensorFlow is imported once); the bad-input
 checks run the real `python -m tfrs_youtube` so that what reaches stderr is exactly what a user
@@ -426,6 +427,46 @@ def test_logdir_has_both_stages_scalars(trained_run, work):
 
 
 # --------------------------------------------------------------------------------------------
+# evaluate --data: a MovieLens folder in (trained on in the command), a JSON report of retrieval
+# metrics out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", ["exact", "scann"])
+def test_evaluate_writes_a_json_report(tmp_path, index):
+    fixture = "ml-100k-mini"
+    out = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-m", "tfrs_youtube", "evaluate",
+                           "--data", str(MOVIELENS_FIXTURES / fixture),
+                           "--epochs", "1", "--ks", "1,3", "--index", index, "--verbose", "0", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["index"] == index and report["split"] == "test" and report["watched_excluded"]
+    assert set(report["metrics"]) == {"tfrs_youtube", "most_popular", "random"}
+    for metrics in report["metrics"].values():
+        assert set(metrics) == {"HR@1", "NDCG@1", "MAP@1", "HR@3", "NDCG@3", "MAP@3"}
+        assert all(0.0 <= v <= 1.0 for v in metrics.values())
+        assert metrics["HR@1"] <= metrics["HR@3"]
+
+
+def test_evaluate_names_a_directory_without_data(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tfrs_youtube", "evaluate", "--data", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert str(tmp_path) in done.stderr and ("u.data" in done.stderr or "ratings.dat" in done.stderr)
+
+
+def test_evaluate_says_when_nothing_is_left_to_train_on(tmp_path):
+    # The 1M fixture has at most two ratings a user: both are held out.
+    done = subprocess.run([sys.executable, "-m", "tfrs_youtube", "evaluate",
+                           "--data", str(MOVIELENS_FIXTURES / "ml-1m-mini")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "ml-1m: no training examples" in done.stderr
+
+
+# --------------------------------------------------------------------------------------------
 # resumption
 
 
@@ -554,19 +595,6 @@ def test_invalid_config_key_in_a_real_process(tmp_path, event_log):
     assert line.startswith("tfrs-youtube train: error: ")
     assert "unknown config key 'candidate.dept'" in line and "depth" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["typo.yaml"]
-
-
-def test_config_mistakes_name_the_key():
-    from tfrs_youtube.config_files import ConfigError, config_from_dict
-
-    with pytest.raises(ConfigError, match="'candidate_epoch' .*candidate_epochs"):
-        config_from_dict({"candidate_epoch": 3})
-    with pytest.raises(ConfigError, match="batch_size must be int, got 'big'"):
-        config_from_dict({"batch_size": "big"})
-    with pytest.raises(ConfigError, match="k <= num_candidates"):
-        config_from_dict({"serving": {"k": 500}})
-    with pytest.raises(ConfigError, match="unknown preset 'youtube'"):
-        config_from_dict({"preset": "youtube"})
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, event_log, config_files, capsys):

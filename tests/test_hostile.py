@@ -1,14 +1,16 @@
 """The defects a hostile probe found (issue 22), one test each: every bad input gets a one-line
 error naming the key, file (and line) or input, and every odd but valid one a correct answer.
 
-The kills are in tests/test_faults.py, the property-based fuzzing in tests/test_fuzz.py."""
+The kills are in tests/test_faults.py, the property-based fuzzing in tests/test_fuzz.py. The
+probe's defects in one module are with that module's tests: runs (defect 1, and 7's `.partial`
+hint) in tests/test_runs.py, configs (defects 4, 6) in tests/test_config_files.py, REST bodies
+(defects 4, 5, 6) in tests/test_rest.py."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
 
 import numpy as np
 import pandas as pd
@@ -17,49 +19,6 @@ import pytest
 from conftest import log_folder
 from tfrs_youtube.data.schema import SchemaError
 from tfrs_youtube.data.tables import read_chunks
-
-
-# --------------------------------------------------------------------------------------------
-# Runs (defect 1, and 7's `.partial` hint)
-
-
-def _config(**changes):
-    from tests.conftest import tiny_config
-
-    config = tiny_config()
-    config.candidate_epochs = 1
-    for key, value in changes.items():
-        setattr(config, key, value)
-    return config
-
-
-@pytest.mark.slow
-def test_a_partial_folder_without_its_record_never_blocks_training(tiny_examples, tmp_path):
-    """`mkdir RUN.partial` is the state a kill right after the folder appeared used to leave:
-    without --resume training said "add --resume", with it `No such file ... config.json`."""
-    from tfrs_youtube.runs import load_run, train_run
-
-    messages = []
-    for resume in (False, True):
-        out = tmp_path / f"run-{resume}"
-        os.makedirs(f"{out}.partial")
-        train_run(_config(), tiny_examples.directory, str(out), stage="candidate", resume=resume, verbose=0,
-                  say=messages.append)
-        assert os.path.isfile(out / "run.json") and not os.path.exists(f"{out}.partial")
-    assert any("nothing to resume" in m for m in messages)
-    assert load_run(str(tmp_path / "run-True"), say=messages.append).info["stages"].keys() == {"candidate"}
-
-
-def test_a_partial_run_is_named_as_such_by_export_and_train(tmp_path):
-    from tfrs_youtube.runs import RunError, load_run, train_run
-
-    partial = tmp_path / "run.partial"
-    partial.mkdir()
-    (partial / "run.json").write_text("{}")
-    with pytest.raises(RunError, match=r"interrupted training run.*train --resume --out .*run` "):
-        load_run(str(partial))
-    with pytest.raises(RunError, match=r"must not end in \.partial.*--out .*run --resume"):
-        train_run(_config(), str(tmp_path), str(partial))
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,77 +81,7 @@ def test_a_corrupt_dataset_json_is_named_with_its_line(tiny_log, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Configs (defects 4, 6)
-
-
-@pytest.mark.parametrize("text, message", [
-    ('{"batch_size": 0}', r"cfg\.json: TrainConfig\.batch_size must be >= 1, got 0"),
-    ('{"candidate_epochs": 0}', r"cfg\.json: TrainConfig\.candidate_epochs must be >= 1, got 0"),
-    ('{"ranker_epochs": -2}', r"cfg\.json: TrainConfig\.ranker_epochs must be >= 1, got -2"),
-    ('{"seed": -3}', r"cfg\.json: TrainConfig\.seed must be in \[0, 2\^31\), got -3"),
-    ('{"preset": "movielens", "seed": -3}', r"cfg\.json: TrainConfig\.seed must be in"),
-    ('{"seed": 1,\n "batch_size": }', r"cfg\.json, line 2: not valid JSON"),
-    (b"\x00\x01\xff\xfe", r"cfg\.json: not a text file \(byte 2 is not UTF-8\)"),
-])
-def test_bad_configs_are_named_by_file_and_key(tmp_path, text, message):
-    from tfrs_youtube.config_files import ConfigError, load_train_config
-
-    path = tmp_path / "cfg.json"
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    with pytest.raises(ConfigError, match=message):
-        load_train_config(str(path))
-
-
-# --------------------------------------------------------------------------------------------
 # Requests (defects 4, 5, 6)
-
-
-@pytest.fixture(scope="module")
-def loaded_models(exported_models):
-    import scann  # noqa: F401  (ScaNN's ops)
-    import tensorflow as tf
-
-    return {variant: tf.saved_model.load(path) for variant, path in exported_models.items()}
-
-
-@pytest.fixture(scope="module")
-def first_request(tiny_system):
-    from tfrs_youtube.reports import held_out_requests
-    from tfrs_youtube.requests import take
-
-    requests, _ = held_out_requests(tiny_system.examples)
-    return take(requests, slice(0, 2))
-
-
-def test_numbers_too_large_for_the_input_are_refused_by_name(loaded_models, first_request):
-    from tfrs_youtube.requests import rest_body
-    from tfrs_youtube.rest import RequestError, parse_request
-
-    signature = loaded_models["scann"].signatures["serving_default"]
-    body = rest_body(first_request, [0])
-    for value, message in [(10**400, r"input 'age': cannot convert to float32"),
-                           (1e39, r"input 'age': 1e\+39 is out of range for float32")]:
-        body["instances"][0]["age"] = value
-        with pytest.raises(RequestError, match=message):
-            parse_request(json.dumps(body), signature)
-
-
-def test_a_request_time_beyond_the_clock_is_refused_by_name(loaded_models, first_request):
-    import tensorflow as tf
-
-    from tfrs_youtube.requests import as_tensors
-    from tfrs_youtube.rest import error_summary
-
-    request = as_tensors(dict(first_request, request_time=np.array([1e300, 5.0])))
-    for variant, model in loaded_models.items():
-        for name in ("serving_default", "rank"):
-            inputs = dict(request)
-            if name == "rank":
-                inputs["candidate_ids"] = tf.constant([["v000"], ["v001"]])
-            with pytest.raises(tf.errors.InvalidArgumentError) as err:
-                model.signatures[name](**inputs)
-            assert error_summary(err.value) == ("request input request_time: beyond the clock's range "
-                                                "(at most 2^53 = 9007199254740992 s)"), variant
 
 
 def test_no_answer_holds_a_video_uploaded_after_the_request(loaded_models, first_request, tiny_system):
@@ -253,15 +142,3 @@ def test_evaluate_json_is_strict_json(tmp_path, monkeypatch, capsys):
         value = json.loads(text, parse_constant=strict)
         assert value["ranking"]["calibration"][0]["ratio"] is None
         assert value["ranking"]["calibration"][1]["ratio"] == 1.5 and value["ranking"]["nan"] == [None, 2.0]
-
-
-def test_a_rest_answer_holds_any_utf8_id():
-    """Found by the fuzzer: `rank` answers the candidate ids it was given, and numpy decoded the
-    model's UTF-8 bytes as ASCII (a UnicodeDecodeError for "💥")."""
-    import tensorflow as tf
-
-    from tfrs_youtube.rest import response_body
-
-    answer = {"video_ids": tf.constant([["💥", ""]]), "expected_watch_time_s": tf.constant([[0.0, 0.0]])}
-    assert response_body(answer, "instances") == {"predictions": [{"video_ids": ["💥", ""],
-                                                                   "expected_watch_time_s": [0.0, 0.0]}]}

@@ -1,14 +1,16 @@
-"""The ranker: its loss's optimum, the per-page metric in Keras, calibration, shared tables, one
-call for a page of impressions and for served candidates, unknown videos."""
+"""The ranker: its loss's optimum, the per-page metric on validation, the calibration it fits,
+one call for a page of impressions and for served candidates, unknown videos.
+
+The calibration layer alone is tested in tests/test_calibration.py, the Keras metric in
+tests/test_metrics.py, and the tables the ranker shares with the candidate generator in
+tests/test_embeddings.py (which reuses this file's examples and helpers)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_youtube.calibration import WatchTimeCalibration
-from tfrs_youtube.evaluation import calibration_deciles, max_calibration_error, weighted_per_user_loss
+from tfrs_youtube.evaluation import weighted_per_user_loss
 from tfrs_youtube.inputs import dataset
-from tfrs_youtube.metrics import WeightedPerUserLoss
 from tfrs_youtube.pipeline import ExampleConfig, build_examples
 from tfrs_youtube.ranking import HIDDEN_LAYER_PRESETS, Ranker, RankerConfig, preset_name, ranking_features
 from tfrs_youtube.reports import ranked_impressions
@@ -71,22 +73,6 @@ def test_odds_converge_to_the_watch_time_the_loss_promises(examples, negatives, 
     assert float(ranker.expected_watch_time(page)[0, 0]) == pytest.approx(expected, rel=0.03)
 
 
-def test_streaming_metric_equals_the_numpy_metric_by_hand():
-    # Page 1: clicked a (10 s, score 0.2), b (30 s, 0.9); unclicked c (0.5), d (0.1).
-    #   pairs (a,c) wrong, (a,d) right, (b,c) right, (b,d) right -> 10 mispredicted of 2x10 + 2x30.
-    # Page 2: clicked e (5 s, 0.3), unclicked f (0.7) -> 5 mispredicted of 5. Total 15 / 85.
-    pages = np.array([1, 1, 1, 1, 2, 2])
-    clicked = np.array([1, 1, 0, 0, 1, 0], np.float32)
-    watch = np.array([10, 30, 0, 0, 5, 0], np.float32)
-    scores = np.array([0.2, 0.9, 0.5, 0.1, 0.3, 0.7], np.float32)
-    assert weighted_per_user_loss(pages, clicked, watch, scores) == pytest.approx(15 / 85)
-    metric = WeightedPerUserLoss()
-    for start, stop in [(0, 4), (4, 6)]:  # page-aligned batches
-        metric.update_state(pages[start:stop], clicked[start:stop], watch[start:stop], scores[start:stop])
-    assert float(metric.result()) == pytest.approx(15 / 85)
-    assert np.isnan(float(WeightedPerUserLoss().result()))  # nothing paired yet: not a misleading 0
-
-
 def test_fit_reports_the_papers_metric_on_validation(examples):
     config = _config(examples)
     models = build_models(examples, config)
@@ -99,52 +85,6 @@ def test_fit_reports_the_papers_metric_on_validation(examples):
     assert reported == pytest.approx(computed, rel=1e-4)  # the calibration map is monotone: same pairs
     assert 0.0 < reported < 1.0 and "val_auc" in history
     assert not np.allclose(models.ranker.calibration.values.numpy(), models.ranker.calibration.knots.numpy())
-
-
-def test_calibration_layer_fixes_a_known_miscalibration_without_reordering():
-    rng = np.random.default_rng(0)
-    log_true = rng.normal(1.0, 1.0, 200_000)
-    observed = rng.exponential(np.exp(log_true))  # mean exp(log_true) per impression
-    logits = 1.6 * log_true - 0.5  # over-confident and biased
-    layer = WatchTimeCalibration(name="calibration")
-    np.testing.assert_allclose(layer(tf.constant([-3.0, 0.0, 5.0])).numpy(), [-3.0, 0.0, 5.0], atol=1e-6)
-    before = max_calibration_error(calibration_deciles(np.exp(logits), observed))
-    layer.fit(logits, observed)
-    mapped = layer(tf.constant(logits, tf.float32)).numpy()
-    after = max_calibration_error(calibration_deciles(np.exp(mapped), observed))
-    assert before > 0.5 and after < 0.05
-    order = np.argsort(logits)
-    assert (np.diff(mapped[order]) >= -1e-5).all()  # monotone: rankings unchanged
-    clone = WatchTimeCalibration.from_config(layer.get_config())
-    np.testing.assert_allclose(clone(tf.constant(logits[:100], tf.float32)).numpy(), mapped[:100], rtol=1e-6)
-    with pytest.raises(ValueError, match="finite"):
-        WatchTimeCalibration().fit(np.array([np.nan] * 30), np.ones(30))
-
-
-def test_ranker_and_candidate_generator_read_the_same_variables(examples):
-    models = build_models(examples, _config(examples))
-    embeddings, candidate, ranker = models.embeddings, models.candidate, models.ranker
-    table = embeddings.video.embedding.embeddings
-    page = _pages(examples, models=models)
-    index = page["video_id"][:, 0]
-    ranker(page)
-    candidate.user_tower(dict(page, example_age_s=tf.zeros_like(page["age"])))
-    # One variable object, reachable from both models: not a copy.
-    assert any(v is table for v in candidate.variables) and any(v is table for v in ranker.variables)
-    before_vectors, before_scores = candidate.video_vectors(index).numpy(), ranker(page).numpy()
-    table.assign(table + tf.random.stateless_normal(table.shape, seed=[1, 2]))  # (vectors are L2-normalised)
-    assert not np.allclose(candidate.video_vectors(index).numpy(), before_vectors)
-    assert not np.allclose(ranker(page).numpy(), before_scores)
-
-    # Frozen (default): fitting the ranker leaves the candidate generator's vectors alone;
-    # fine-tuned: they move, because they are the same variables.
-    for fine_tune, moves in ((False, False), (True, True)):
-        config = _config(examples, fine_tune_embeddings=fine_tune)
-        config.ranker_epochs = 1
-        tuned = build_models(examples, config)
-        start = tuned.embeddings.video.embedding.embeddings.numpy().copy()
-        fit_ranker(tuned, examples, config, verbose=0)
-        assert (not np.array_equal(tuned.embeddings.video.embedding.embeddings.numpy(), start)) == moves
 
 
 def test_a_page_of_candidates_scores_as_each_candidate_alone(examples):

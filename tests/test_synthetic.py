@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from tfrs_youtube.data.schema import SCHEMA, TABLES, validate
-from tfrs_youtube.data.simulated_log import _VideoSampler
 from tfrs_youtube.data.synthetic import (
     COUNTRIES,
     TOPICS,
@@ -159,29 +158,6 @@ def test_scales_to_a_large_sparse_corpus():
     log = generate(config)
     assert time.perf_counter() - start < 15.0
     assert len(log.videos) == 200_000 and log.videos.video_id.iloc[-1] == "v199999"
-
-
-# --- the sampler at the heart of the simulator --------------------------------------------------
-
-
-def test_video_sampler_matches_popularity_times_freshness():
-    rng = np.random.default_rng(0)
-    n = 12
-    group = np.repeat([0, 1], n // 2)
-    upload = rng.integers(0, 10 * DAY, n)
-    upload[[0, n // 2]] = 0
-    log_pop = rng.normal(0, 1, n)
-    tau, floor = 2 * DAY, 0.1
-    sampler = _VideoSampler(group, 2, upload, log_pop, tau, floor)
-    t = 6 * DAY
-    draws = sampler.sample(np.zeros(200_000, np.int64), np.full(200_000, t), 1 - rng.random((2, 200_000)))
-    weight = np.exp(log_pop) * (floor + np.exp(-(t - upload) / tau)) * (upload <= t) * (group == 0)
-    expected = weight / weight.sum()
-    observed = np.bincount(draws, minlength=n) / len(draws)
-    np.testing.assert_allclose(observed, expected, atol=0.005)
-    # A group with nothing uploaded yet reports -1 (the caller falls back to a wider group).
-    early = sampler.sample(np.array([1]), np.array([-1]), np.ones((2, 1)))
-    assert early.tolist() == [-1]
 
 
 # --- planted properties ---------------------------------------------------------------------------

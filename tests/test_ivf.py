@@ -105,7 +105,7 @@ def test_bad_input_is_named():
 def test_a_validated_request_of_any_batch_size_reaches_the_index(corpus):
     """Inside one graph with the request's validation (as served): the batch-1 branch must not
     let Grappler fold the request's batch size to 1 (it did, with a literal [1, k] padding)."""
-    from tfrs_youtube.serving import validate_request
+    from tfrs_youtube.served_request import validate_request
 
     vectors, ids, queries = corpus
     index = PartitionedIndex(k=K, num_probes=4).index(vectors, tf.constant(ids))

@@ -24,7 +24,8 @@ def _config(**changes):
 def test_a_partial_folder_without_its_record_never_blocks_training(tiny_examples, tmp_path):
     """`mkdir RUN.partial` is the state a kill right after the folder appeared used to leave:
     without --resume training said "add --resume", with it `No such file ... config.json`."""
-    from tfrs_youtube.runs import load_run, train_run
+    from tfrs_youtube.run_training import train_run
+    from tfrs_youtube.runs import load_run
 
     messages = []
     for resume in (False, True):
@@ -38,7 +39,8 @@ def test_a_partial_folder_without_its_record_never_blocks_training(tiny_examples
 
 
 def test_a_partial_run_is_named_as_such_by_export_and_train(tmp_path):
-    from tfrs_youtube.runs import RunError, load_run, train_run
+    from tfrs_youtube.run_training import train_run
+    from tfrs_youtube.runs import RunError, load_run
 
     partial = tmp_path / "run.partial"
     partial.mkdir()

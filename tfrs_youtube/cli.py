@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, OSError) and err.filename and err.filename not in message:
             message += f": {err.filename}"
         print(f"tfrs-youtube {args.command}: error: {message}", file=sys.stderr)
-        return getattr(err, "exit_code", 1)  # runs.Interrupted: 130, as for Ctrl-C
+        return getattr(err, "exit_code", 1)  # run_training.Interrupted: 130, as for Ctrl-C
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The one trainer: an examples folder and a `TrainConfig` in, both stages trained.
 
-Every caller trains through here: the CLI's runs (`runs.train_run`, with checkpoints and
+Every caller trains through here: the CLI's runs (`run_training.train_run`, with checkpoints and
 resumption as callbacks), the demo and `train_two_stage`, the benchmarks and the examples. The
 steps, in order:
 

@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from tfrs_youtube.config_files import load_train_config
-    from tfrs_youtube.runs import train_run
+    from tfrs_youtube.run_training import train_run
 
     config = load_train_config(args.config)  # before anything heavy: a bad key fails fast
     cluster = None

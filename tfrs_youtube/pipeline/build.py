@@ -73,22 +73,26 @@ def build_examples(data, out: str, config: ExampleConfig | None = None, seed: in
         replace the DirectRunner.
       say: where progress goes (None: silent).
     """
-    from tfrs_youtube.pipeline import beam as pipeline  # Apache Beam loads only when examples are built
+    # Apache Beam loads only when examples are built.
+    from tfrs_youtube.pipeline.analysis import analyse
+    from tfrs_youtube.pipeline.beam import pipeline_options, timed
+    from tfrs_youtube.pipeline.materialisation import materialise
+    from tfrs_youtube.pipeline.plan import plan_from_analysis
 
     config = config or ExampleConfig()
     started = time.perf_counter()
-    options = pipeline.pipeline_options(workers, beam_args)
+    options = pipeline_options(workers, beam_args)
     with new_dir(out, replace=replace) as final, tempfile.TemporaryDirectory(
             prefix=".work-", dir=os.path.dirname(os.path.abspath(out))) as work:
         folder, source = _source_tables(data, work)
         files = {table: paths for table, paths in table_files(folder).items() if paths}
         if source["path"] and not isinstance(data, EventLog) and has_tables(str(data)):
             source["fingerprint"] = fingerprint(files, folder)
-        with pipeline.timed(say, f"analysing {sum(len(p) for p in files.values())} table files"):
-            analysis = pipeline.analyse(files, config, work, options)
-        plan = pipeline.plan_from_analysis(analysis, config, seed, files, work)
-        with pipeline.timed(say, f"selecting and writing the examples of {analysis['rows']['users']} users"):
-            result = pipeline.materialise(plan, final, options, total_users=analysis["rows"]["users"], say=say)
+        with timed(say, f"analysing {sum(len(p) for p in files.values())} table files"):
+            analysis = analyse(files, config, work, options)
+        plan = plan_from_analysis(analysis, config, seed, files, work)
+        with timed(say, f"selecting and writing the examples of {analysis['rows']['users']} users"):
+            result = materialise(plan, final, options, total_users=analysis["rows"]["users"], say=say)
         if result["errors"]:
             raise result["errors"][0]
         _write_folder(final, plan, analysis, result, source, config, seed,

@@ -25,7 +25,7 @@ from conftest import MOVIELENS_FIXTURES
 
 # One batch per epoch (batch larger than the data), no sampled negatives, no unknown-video or
 # history dropping and no calibration slice: nothing depends on the data order or on random draws,
-# which resumption does not restore (see `runs`), so resumed and uninterrupted runs must agree.
+# which resumption does not restore (see `run_training`), so resumed and uninterrupted runs must agree.
 CONFIG_YAML = """\
 preset: synthetic_demo
 candidate_epochs: 2

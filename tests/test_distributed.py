@@ -1,4 +1,4 @@
-"""Training on a local cluster of real processes (`cluster`, `distributed`, `runs` with a cluster).
+"""Training on a local cluster of real processes (`cluster`, `distributed`, `run_training` with a cluster).
 
 Each test starts TensorFlow servers as processes on localhost ports; every one must be gone when
 the test ends. The sizes are tiny: what is checked is the protocol (sharded tables, checkpoints

@@ -20,12 +20,14 @@ import tensorflow as tf
 
 from tfrs_youtube import requests as request_tools
 from tfrs_youtube.data.synthetic import SyntheticConfig, generate
+from tfrs_youtube.features.context import IMPRESSION_CONTINUOUS
 from tfrs_youtube.inputs import dataset
 from tfrs_youtube.pipeline import build_examples
 from tfrs_youtube.ranking import ranking_features
 from tfrs_youtube.training import TrainConfig, build_models
 
-FEATURES = ("time_since_topic_watch_s", "topic_watch_share", "previous_impressions", "video_age_s", "video_duration_s", "video_language")
+# Everything CandidateFeatures derives: the ranker's continuous features and the candidate's language.
+FEATURES = IMPRESSION_CONTINUOUS + ("video_language",)
 UNKNOWN = "no-such-video"
 
 SERVED = """

@@ -131,7 +131,7 @@ _PUBLIC = {
     # Odds and ends the examples and benchmarks use.
     "SCHEMA": ("data.schema", "SCHEMA"),
     "HIDDEN_LAYER_PRESETS": ("ranking", "HIDDEN_LAYER_PRESETS"),
-    "IMPRESSION_CONTINUOUS": ("ranking", "IMPRESSION_CONTINUOUS"),
+    "IMPRESSION_CONTINUOUS": ("features.context", "IMPRESSION_CONTINUOUS"),
     "temporary_examples": ("system", "temporary_examples"),
     "requests_at": ("requests", "at"),
     "parse_rest_request": ("rest", "parse_request"),

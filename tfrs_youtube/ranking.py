@@ -32,6 +32,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.calibration import WatchTimeCalibration
+from tfrs_youtube.features.context import IMPRESSION_CONTINUOUS
 from tfrs_youtube.features.embeddings import FeatureEmbeddings
 from tfrs_youtube.features.lookup import rows
 from tfrs_youtube.metrics import WeightedPerUserLoss
@@ -47,9 +48,7 @@ HIDDEN_LAYER_PRESETS = {
     "1024-512-256": (1024, 512, 256),
 }
 # The continuous features the ranker reads: derived per candidate from the request
-# (`features.context.CandidateFeatures`), and the user's own.
-IMPRESSION_CONTINUOUS = ("time_since_topic_watch_s", "topic_watch_share", "previous_impressions", "video_age_s",
-                         "video_duration_s")
+# (`IMPRESSION_CONTINUOUS`, from `features.context.CandidateFeatures`), and the user's own.
 USER_CONTINUOUS = ("age",)
 # Paper 4.1: "it is also useful to propagate information from candidate generation into ranking
 # in the form of features": the candidate generator's score u·v of the impressed video.

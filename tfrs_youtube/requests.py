@@ -13,7 +13,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tfrs_youtube.data.schema import EventLog
-from tfrs_youtube.features.contract import RequestContract
+from tfrs_youtube.features.contract import AGED_HISTORIES, RequestContract
 from tfrs_youtube.pipeline import selection
 from tfrs_youtube.pipeline.example_set import ExampleSet
 
@@ -21,7 +21,6 @@ from tfrs_youtube.pipeline.example_set import ExampleSet
 VIDEO_INPUTS = ("watch_history", "impression_history")
 NUMBER_INPUTS = {"watch_ages_s": np.float32, "impression_ages_s": np.float32, "age": np.float32,
                  "request_time": np.float64}
-AGES_OF = {"watch_ages_s": "watch_history", "impression_ages_s": "impression_history"}
 
 
 def _strings(vocabulary: list[str], index: np.ndarray) -> np.ndarray:
@@ -112,7 +111,7 @@ def rest_body(requests: dict[str, np.ndarray], rows) -> dict:
         for name, values in requests.items():
             value = values[i]
             if np.ndim(value) == 1:
-                keep = requests[AGES_OF[name]][i] != "" if name in AGES_OF else value != ""
+                keep = requests[AGED_HISTORIES[name]][i] != "" if name in AGED_HISTORIES else value != ""
                 instance[name] = [x.item() if hasattr(x, "item") else x for x in value[keep]]
             else:
                 instance[name] = value.item() if hasattr(value, "item") else value

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_youtube.data.schema import MAX_TIME
+from tfrs_youtube.features.contract import AGED_HISTORIES
 
 
 def request_signature(user_fields: tuple[str, ...]) -> dict[str, tf.TensorSpec]:
@@ -33,8 +34,6 @@ def request_signature(user_fields: tuple[str, ...]) -> dict[str, tf.TensorSpec]:
 
 # Inputs that are numbers: finite, and (ages, times) never negative.
 NON_NEGATIVE_INPUTS = ("watch_ages_s", "impression_ages_s", "age", "request_time")
-# History inputs whose ages must line up with them, element by element.
-AGED_HISTORIES = {"watch_ages_s": "watch_history", "impression_ages_s": "impression_history"}
 
 
 def validate_request(request: dict[str, tf.Tensor], specs: dict[str, tf.TensorSpec]) -> dict[str, tf.Tensor]:

@@ -28,12 +28,13 @@ import tensorflow as tf
 
 from tfrs_youtube.candidate import CandidateConfig, CandidateGenerator, candidate_features
 from tfrs_youtube.distributed import is_parameter_server, training_input
+from tfrs_youtube.features.context import IMPRESSION_CONTINUOUS
 from tfrs_youtube.features.embeddings import EmbeddingConfig, FeatureEmbeddings
 from tfrs_youtube.inputs import dataset
 from tfrs_youtube.optimizers import model_optimizer
 from tfrs_youtube.pipeline.config import ExampleConfig
 from tfrs_youtube.pipeline.example_set import ExampleSet, ExamplesError
-from tfrs_youtube.ranking import IMPRESSION_CONTINUOUS, RETRIEVAL_SCORE, Ranker, RankerConfig, ranking_features
+from tfrs_youtube.ranking import RETRIEVAL_SCORE, Ranker, RankerConfig, ranking_features
 from tfrs_youtube.serving import ServingConfig
 
 # Examples read to adapt the quantile normalisers (each feature's CDF): enough for 100 quantiles

@@ -18,6 +18,11 @@ import tensorflow as tf
 from tfrs_youtube.features.contract import RequestContract
 from tfrs_youtube.features.lookup import rows
 
+# The continuous features `CandidateFeatures` derives for each candidate, which the ranker reads
+# through quantile normalisers (`video_language`, the other one, is read through its table).
+IMPRESSION_CONTINUOUS = ("time_since_topic_watch_s", "topic_watch_share", "previous_impressions", "video_age_s",
+                         "video_duration_s")
+
 
 def example_age(request_time: tf.Tensor, window_end: float) -> tf.Tensor:
     """Seconds from an example's time to the end of the training window, floored at 0 (float32)."""

@@ -15,6 +15,10 @@ from __future__ import annotations
 import dataclasses
 
 DAY_S = 86_400.0
+# The user's own fields every request holds; a data set may add more (`extra_user_features`).
+STANDARD_USER_FIELDS = ("country", "language", "gender", "device")
+# The histories whose ages come with them, element by element: ages input -> its history.
+AGED_HISTORIES = {"watch_ages_s": "watch_history", "impression_ages_s": "impression_history"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,16 +19,17 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfrs_youtube.features.context import CandidateFeatures, VideoCatalog
-from tfrs_youtube.features.contract import RequestContract
+from tfrs_youtube.features.context import IMPRESSION_CONTINUOUS, CandidateFeatures, VideoCatalog
+from tfrs_youtube.features.contract import STANDARD_USER_FIELDS, RequestContract
 from tfrs_youtube.features.lookup import rows
 from tfrs_youtube.features.quantile import QuantileNormalization
 from tfrs_youtube.sampling import background_probabilities
 
 EMPTY_VOCABULARY_ENTRY = "\x00<empty vocabulary>"
-CATEGORICAL = ("country", "language", "gender", "device")
-CONTINUOUS = ("age", "example_age_s", "time_since_topic_watch_s", "topic_watch_share", "previous_impressions", "video_age_s",
-              "video_duration_s", "retrieval_score")
+# Every continuous feature a model reads, each with its own quantile normaliser: the user's age,
+# example age (candidate generation), each candidate's derived features and its retrieval score
+# (ranking).
+CONTINUOUS = ("age", "example_age_s", *IMPRESSION_CONTINUOUS, "retrieval_score")
 # Request inputs that hold video ids, and the one that holds search tokens.
 VIDEO_INPUTS = ("watch_history", "impression_history", "video_id", "candidate_ids")
 TOKEN_INPUTS = ("search_tokens",)
@@ -175,11 +176,11 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
         self.token = IdEmbedding(self.vocabularies["token"], c.token_dim, seed=seed + 1, name="token")
         if user_fields is None:
             user_fields = tuple(k for k in self.vocabularies if k not in ("video", "token", "topic"))
-        missing = [name for name in CATEGORICAL if name not in user_fields]
+        missing = [name for name in STANDARD_USER_FIELDS if name not in user_fields]
         if missing:
-            raise ValueError(f"FeatureEmbeddings needs the user fields {CATEGORICAL}; missing {missing}")
+            raise ValueError(f"FeatureEmbeddings needs the user fields {STANDARD_USER_FIELDS}; missing {missing}")
         self.user_fields = tuple(user_fields)
-        self.extra_user_features = tuple(name for name in self.user_fields if name not in CATEGORICAL)
+        self.extra_user_features = tuple(name for name in self.user_fields if name not in STANDARD_USER_FIELDS)
         self.categorical = {
             name: IdEmbedding(self.vocabularies[name], categorical_dim(len(self.vocabularies[name])),
                               seed=seed + 2 + i, name=name)

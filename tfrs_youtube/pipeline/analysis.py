@@ -17,6 +17,7 @@ import pandas as pd
 
 from tfrs_youtube.data.schema import SchemaError
 from tfrs_youtube.data.tables import read_chunks
+from tfrs_youtube.features.contract import STANDARD_USER_FIELDS
 from tfrs_youtube.pipeline import records
 from tfrs_youtube.pipeline.beam import MergingCombineFn, Quiet, file_elements, read_pickle, write_pickle
 from tfrs_youtube.pipeline.config import CUT_RESOLUTION_S, ExampleConfig
@@ -31,7 +32,7 @@ def _analyse_file(element, extra_user_features: tuple[str, ...]):
             part = _empty_analysis()
             part["rows"][table] = len(frame)
             if table == "users":
-                for name in records.STANDARD_USER_FIELDS + tuple(c for c in extra_user_features if c in frame):
+                for name in STANDARD_USER_FIELDS + tuple(c for c in extra_user_features if c in frame):
                     part["values"][name] = set(frame[name].astype(str))
             elif table == "videos":
                 part["values"]["language"] = set(frame["language"].astype(str))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_youtube.data.schema import SchemaError
+from tfrs_youtube.features.contract import STANDARD_USER_FIELDS
 from tfrs_youtube.pipeline import records, selection
 from tfrs_youtube.pipeline.config import CUT_RESOLUTION_S, ExampleConfig
 
@@ -113,7 +114,7 @@ def plan_from_analysis(analysis: dict, config: ExampleConfig, seed: int, files: 
         raise SchemaError("videos", "video_id", row, f"duplicate id {videos.set_index('seq').loc[seq, 'video_id']!r}",
                           path)
     values = analysis["values"]
-    user_fields = records.STANDARD_USER_FIELDS + tuple(c for c in config.extra_user_features if c in values)
+    user_fields = STANDARD_USER_FIELDS + tuple(c for c in config.extra_user_features if c in values)
     vocabularies = {"video": _vocabulary(videos["video_id"]), "token": _vocabulary(values.get("token", ())),
                     "topic": _vocabulary(values.get("topic", ()))}
     for name in user_fields:

@@ -37,7 +37,6 @@ FEATURES = {
 }
 CONTEXT = ("user_id", "watch_history", "watch_ages_s", "search_tokens", "age", "request_time")
 IMPRESSION_CONTEXT = ("impression_history", "impression_ages_s")
-STANDARD_USER_FIELDS = ("country", "language", "gender", "device")
 
 
 def record_features(kind: str, split: str, user_fields: tuple[str, ...]) -> dict[str, tuple[str, str]]:

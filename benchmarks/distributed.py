@@ -77,13 +77,13 @@ def _score(candidate, examples) -> dict:
 
 def _fit(models, examples, config, steps: int) -> float:
     from tfrs_youtube import candidate_features, candidate_optimizer
-    from tfrs_youtube.training import _training_input
+    from tfrs_youtube.training import fit_input
 
     model = models.candidate
     model.topk = None  # training only: the streaming top-K metric is for validation
     with models.scope():
         model.compile(optimizer=candidate_optimizer(models, config))
-    train, _ = _training_input(models, examples, "retrieval", "train", config.batch_size, config.seed,
+    train, _ = fit_input(models, examples, "retrieval", "train", config.batch_size, config.seed,
                                candidate_features(models.embeddings))
     if models.strategy is None:
         train = train.repeat()
@@ -111,11 +111,8 @@ def cluster(examples_dir: str, steps: int, workers: int, ps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from tfrs_youtube import ClusterConfig
-    from tfrs_youtube.distributed import Distribution
-    from tfrs_youtube import ExampleSet
-    from tfrs_youtube.runs import _create_variables
-    from tfrs_youtube import build_models
+    from tfrs_youtube import build_models, ClusterConfig, Distribution, ExampleSet
+    from tfrs_youtube.runs import create_variables
 
     config = _config()
     examples = ExampleSet(examples_dir)
@@ -140,7 +137,7 @@ def cluster(examples_dir: str, steps: int, workers: int, ps: int) -> dict:
             # tensor), as evaluation and export do. (Inside the cluster's lifetime: once its
             # coordinator, this process stays connected to it.)
             restored = build_models(examples, config)
-            _create_variables(restored, examples, ranker=False)
+            create_variables(restored, examples, ranker=False)
             status = tf.train.Checkpoint(embeddings=restored.embeddings, candidate=restored.candidate).read(path)
             status.assert_existing_objects_matched()
             status.expect_partial()

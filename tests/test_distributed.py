@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_run_does_not_stop_it(tiny_examples):
 
 def sharded_table_restores_whole(tiny_examples):
     from tfrs_youtube.distributed import ClusterConfig, Distribution
-    from tfrs_youtube.runs import _create_variables
+    from tfrs_youtube.runs import create_variables
     from tfrs_youtube.training import TrainConfig, build_models, train
 
     config = TrainConfig(candidate_epochs=1, batch_size=128)
@@ -124,7 +124,7 @@ def sharded_table_restores_whole(tiny_examples):
 
         # One process (no strategy) restores the coordinator's checkpoint: the table whole.
         single = build_models(tiny_examples, config)
-        _create_variables(single, tiny_examples, ranker=False)
+        create_variables(single, tiny_examples, ranker=False)
         status = tf.train.Checkpoint(embeddings=single.embeddings, candidate=single.candidate).read(path)
         status.assert_existing_objects_matched()
         status.expect_partial()

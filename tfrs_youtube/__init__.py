@@ -83,6 +83,7 @@ _PUBLIC = {
     "build_models": ("training", "build_models"),
     "candidate_features": ("candidate", "candidate_features"),
     "ranking_features": ("ranking", "ranking_features"),
+    "ranking_dataset": ("training", "ranking_dataset"),
     "candidate_optimizer": ("training", "candidate_optimizer"),
     "ranker_optimizer": ("training", "ranker_optimizer"),
     "fit_candidate_generator": ("training", "fit_candidate_generator"),
@@ -91,6 +92,7 @@ _PUBLIC = {
     "TrainedSystem": ("system", "TrainedSystem"),
     "train_two_stage": ("system", "train_two_stage"),
     "ClusterConfig": ("distributed", "ClusterConfig"),
+    "Distribution": ("distributed", "Distribution"),
     "load_train_config": ("config_files", "load_train_config"),
     "load_run": ("runs", "load_run"),
     "presets": ("presets", None),  # a namespace, like tfrs.tasks: presets.synthetic_demo(), ...

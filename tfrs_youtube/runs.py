@@ -121,7 +121,7 @@ def existing_run(run_dir: str) -> dict:
 # Loading
 
 
-def _create_variables(models: Models, examples: ExampleSet, ranker: bool) -> None:
+def create_variables(models: Models, examples: ExampleSet, ranker: bool) -> None:
     """Calls the models once, so that every variable exists to restore into."""
     batch = next(iter(dataset(examples, "retrieval", "train", 1, features=candidate_features(models.embeddings))))
     models.candidate.user_tower(batch)
@@ -133,7 +133,7 @@ def _create_variables(models: Models, examples: ExampleSet, ranker: bool) -> Non
 
 
 def restore_into(models: Models, examples: ExampleSet, directory: str, stage: str) -> None:
-    _create_variables(models, examples, ranker=stage == "ranker")
+    create_variables(models, examples, ranker=stage == "ranker")
     status = _checkpoint(models, stage).read(os.path.join(directory, "checkpoints", stage, "model"))
     status.assert_existing_objects_matched()  # every variable of the rebuilt models got its value
     status.expect_partial()  # the optimizer's slots are saved too; evaluation and export need none

@@ -204,8 +204,8 @@ def _fit(model, examples: ExampleSet, train, epochs, verbose, callbacks, **kwarg
         return model.fit(train, epochs=epochs, verbose=verbose, callbacks=list(callbacks or []), **kwargs)
 
 
-def _training_input(models: Models, examples: ExampleSet, kind: str, split: str, batch_size: int, seed: int,
-                    features, transform=None) -> tuple[object, dict]:
+def fit_input(models: Models, examples: ExampleSet, kind: str, split: str, batch_size: int, seed: int,
+              features, transform=None) -> tuple[object, dict]:
     """The training split as `model.fit` reads it under the models' strategy, and the `fit`
     arguments that go with it (parameter servers: steps per epoch, since the stream repeats)."""
     remote = is_parameter_server(models.strategy)
@@ -229,7 +229,7 @@ def fit_candidate_generator(models: Models, examples: ExampleSet, config: TrainC
         with models.scope():
             model.compile(optimizer=candidate_optimizer(models, config))
     features = candidate_features(models.embeddings)
-    train, fit_args = _training_input(models, examples, "retrieval", "train", config.batch_size, config.seed, features)
+    train, fit_args = fit_input(models, examples, "retrieval", "train", config.batch_size, config.seed, features)
     validation = None
     # Across processes the streaming top-K metric cannot run (parameter servers) or is summed
     # over the workers (mirrored): evaluate after training, in one process.
@@ -280,7 +280,7 @@ def fit_ranker(models: Models, examples: ExampleSet, config: TrainConfig, verbos
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_weighted_per_user_loss", mode="min",
                                                           patience=1, restore_best_weights=True))
     scores = (lambda pages: with_retrieval_scores(pages, models.candidate)) if config.ranker.use_retrieval_score else None
-    train, fit_args = _training_input(models, examples, "ranking", "fit", pages_per_batch(examples, config.batch_size),
+    train, fit_args = fit_input(models, examples, "ranking", "fit", pages_per_batch(examples, config.batch_size),
                                       config.seed, ranking_features(models.embeddings), transform=scores)
     started = time.perf_counter()
     history = _fit(ranker, examples, train, config.ranker_epochs, verbose, callbacks, validation_data=validation,

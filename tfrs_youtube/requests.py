@@ -13,14 +13,16 @@ import pandas as pd
 import tensorflow as tf
 
 from tfrs_youtube.data.schema import EventLog
-from tfrs_youtube.features.contract import AGED_HISTORIES, RequestContract
+from tfrs_youtube.features.contract import AGED_HISTORIES, STANDARD_USER_FIELDS, RequestContract
 from tfrs_youtube.pipeline import selection
 from tfrs_youtube.pipeline.example_set import ExampleSet
+from tfrs_youtube.served_request import request_signature
 
 # Request inputs holding video ids, search tokens, and numbers (the rest are user fields).
-VIDEO_INPUTS = ("watch_history", "impression_history")
-NUMBER_INPUTS = {"watch_ages_s": np.float32, "impression_ages_s": np.float32, "age": np.float32,
-                 "request_time": np.float64}
+# Read off the served request's signature, so that a client's arrays have the dtypes it takes.
+VIDEO_INPUTS = tuple(AGED_HISTORIES.values())
+NUMBER_INPUTS = {name: spec.dtype.as_numpy_dtype for name, spec in request_signature(()).items()
+                 if spec.dtype != tf.string}
 
 
 def _strings(vocabulary: list[str], index: np.ndarray) -> np.ndarray:
@@ -42,7 +44,7 @@ def from_examples(examples: ExampleSet, records: dict[str, np.ndarray]) -> dict[
 
 
 def at(log: EventLog, user_ids, times, contract: RequestContract | None = None,
-       user_fields: tuple[str, ...] = ("country", "language", "gender", "device")) -> dict[str, np.ndarray]:
+       user_fields: tuple[str, ...] = STANDARD_USER_FIELDS) -> dict[str, np.ndarray]:
     """The requests of the given users at the given times from an in-memory event log, built
     by the pipeline's own selection (`pipeline.selection.context`): the last watches, search
     tokens and impressions strictly before each time, most recent first, padded with ""."""
@@ -77,12 +79,10 @@ def at(log: EventLog, user_ids, times, contract: RequestContract | None = None,
     merged = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]} if rows else {}
     out = {name: _strings(list(videos), merged[name]) for name in VIDEO_INPUTS}
     out["search_tokens"] = _strings(list(token_values), merged["search_tokens"])
-    out["watch_ages_s"] = merged["watch_ages_s"].astype(np.float32)
-    out["impression_ages_s"] = merged["impression_ages_s"].astype(np.float32)
     for name in user_fields:
         out[name] = users.loc[user_ids, name].astype(str).to_numpy(object)
-    out["age"] = users.loc[user_ids, "age"].to_numpy(np.float32)
-    out["request_time"] = times.astype(np.float64)
+    numbers = {**merged, "age": users.loc[user_ids, "age"].to_numpy(), "request_time": times}
+    out.update({name: np.asarray(numbers[name], dtype) for name, dtype in NUMBER_INPUTS.items()})
     return out
 
 
@@ -94,7 +94,7 @@ def as_tensors(request: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
         if values.dtype == object or values.dtype.kind in "SU":
             out[name] = tf.constant(values.astype(str) if values.dtype.kind == "U" else values, tf.string)
         else:
-            out[name] = tf.constant(values, tf.float64 if name == "request_time" else tf.float32)
+            out[name] = tf.constant(values, NUMBER_INPUTS.get(name, np.float32))
     return out
 
 
